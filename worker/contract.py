@@ -1,0 +1,291 @@
+"""The classification contract: labels, prompt, input decoding, answer format and output schema.
+
+This is the one home of everything that training, evaluation and serving must agree on. The trainer
+imports it; nothing else defines a label, a prompt or an answer string.
+
+Exceptions:
+    ContractError                 base class
+    ├── InvalidNotification       raw input rejected (carries a machine-readable ``reason``)
+    └── AnswerParseError          a generated answer is not a valid JSON answer
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONTRACT_VERSION = "1.0"
+
+FOLDERS: tuple[str, ...] = ("Work", "Personal", "Promotions", "Alerts")
+PRIORITIES: tuple[int, ...] = (1, 2, 3)
+PRIORITY_LABELS: dict[int, str] = {1: "Low", 2: "Medium", 3: "High"}
+
+SYSTEM_PROMPT = """You are a notification classifier. Classify the notification into exactly one folder and one priority.
+
+Folders:
+- Work: job-related messages: colleagues, meetings, calendars, code reviews, CI and deployments, tickets, deadlines, work chat.
+- Personal: friends and family, personal conversations, social plans, personal appointments and reminders.
+- Promotions: marketing, sales, discounts, coupons, newsletters, offers and product announcements.
+- Alerts: automated notices: security, accounts and sign-ins, banking and payments, deliveries, devices and system status.
+
+Priority:
+1 = Low: can ignore or check later
+2 = Medium: worth checking today
+3 = High: requires immediate attention
+
+Respond with ONLY a JSON object: {"folder": "<folder>", "priority": <1-3>}"""
+
+# Qwen3 thinking is switched off through the chat template's own switch (enable_thinking=False), which
+# renders an empty <think></think> block after the assistant header. Training renders the answer turn
+# through the same template, so the three paths share one prompt byte for byte (tests/unit prove it).
+CHAT_TEMPLATE_KWARGS: dict[str, Any] = {"enable_thinking": False}
+
+TRUNCATION_MARK = " …"
+
+RejectReason = Literal[
+    "too_large",
+    "invalid_utf8",
+    "empty",
+    "invalid_json",
+    "not_an_object",
+    "wrong_type",
+    "missing_text",
+]
+REJECT_REASONS: tuple[str, ...] = RejectReason.__args__  # type: ignore[attr-defined]
+
+
+class ContractError(Exception):
+    """Base class of the contract's errors."""
+
+
+class InvalidNotification(ContractError):
+    """Raw input that is not a notification; ``reason`` is short and machine-readable."""
+
+    def __init__(self, reason: RejectReason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason: RejectReason = reason
+        self.message = message
+
+
+class AnswerParseError(ContractError):
+    """A generated answer that is not exactly one valid folder/priority JSON object."""
+
+
+class Tokenizer(Protocol):
+    """The slice of a Hugging Face tokenizer the contract needs."""
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+
+class Notification(BaseModel):
+    """One validated notification. Unknown fields are ignored; every known field is a string."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    id: str | None = None
+    app: str | None = None
+    title: str | None = None
+    body: str | None = None
+    sender: str | None = None
+    timestamp: str | None = None
+
+
+class Confidence(BaseModel):
+    """Probability of the chosen folder and of the chosen priority, renormalised over valid answers."""
+
+    folder: float
+    priority: float
+
+
+class ClassificationResult(BaseModel):
+    """What the worker publishes for each notification (one JSON object)."""
+
+    id: str | None
+    folder: str
+    priority: int
+    priority_label: str
+    confidence: Confidence
+    decoding: Literal["constrained", "generate", "generate_fallback"]
+    truncated: bool
+    model: str
+    contract_version: str = CONTRACT_VERSION
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+# --- decode: raw bytes -> Notification --------------------------------------------------------------
+
+
+def decode_notification(raw: bytes | None, *, max_bytes: int = 65536) -> Notification:
+    """Turn raw message bytes into a Notification or raise InvalidNotification.
+
+    A JSON object is read field by field; any other text that is not JSON is the notification's body.
+    Text that is valid JSON but not an object (arrays, numbers, strings, true/false/null) is rejected,
+    so a producer's serialisation bug is never mistaken for a message.
+    """
+    if raw is None or len(raw) == 0:
+        raise InvalidNotification("empty", "the message value is empty")
+    if len(raw) > max_bytes:
+        raise InvalidNotification("too_large", f"the message is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidNotification("invalid_utf8", f"not valid UTF-8 at byte {exc.start}") from exc
+    stripped = text.strip()
+    if not stripped:
+        raise InvalidNotification("empty", "the message holds only whitespace")
+    if stripped[0] in "{[":
+        return _decode_json(stripped)
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        return Notification(body=stripped)
+    raise InvalidNotification(
+        "not_an_object", f"JSON {type(value).__name__} is not a notification; send an object or plain text"
+    )
+
+
+def _decode_json(text: str) -> Notification:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidNotification("invalid_json", f"invalid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidNotification("not_an_object", f"JSON {type(value).__name__} is not a notification object")
+    return notification_from_fields(value)
+
+
+def notification_from_fields(fields: dict[str, Any]) -> Notification:
+    """Validate a mapping of notification fields (also used by the trainer for flat JSONL)."""
+    try:
+        notification = Notification.model_validate(fields)
+    except ValidationError as exc:
+        bad = ", ".join(str(err["loc"][0]) for err in exc.errors() if err["loc"])
+        raise InvalidNotification("wrong_type", f"fields must be strings or null: {bad}") from exc
+    if not (notification.title or "").strip() and not (notification.body or "").strip():
+        raise InvalidNotification("missing_text", "a notification needs a non-empty title or body")
+    return notification
+
+
+# --- render: Notification -> prompt -----------------------------------------------------------------
+
+
+def render_user_message(
+    notification: Notification, tokenizer: Tokenizer | None = None, max_tokens: int | None = None
+) -> tuple[str, bool]:
+    """The user turn: one `Label: value` line per present field, in a fixed order.
+
+    With a tokenizer and a budget, the message is cut to ``max_tokens`` tokens, taking from the body
+    first (then title, sender, app) and marking each cut field with " …". Returns the text and
+    whether anything was cut. id and timestamp are left out: they do not change what a notification
+    is about, and leaving them out keeps equal messages equal.
+    """
+    fields = {
+        "App": _clean(notification.app),
+        "From": _clean(notification.sender),
+        "Title": _clean(notification.title),
+        "Body": _clean(notification.body),
+    }
+    if tokenizer is None or max_tokens is None:
+        return _join(fields), False
+    truncated = False
+    for label in ("Body", "Title", "From", "App"):
+        excess = _count(tokenizer, _join(fields)) - max_tokens
+        if excess <= 0:
+            break
+        fields[label], cut = _shorten(tokenizer, fields[label], excess)
+        truncated = truncated or cut
+    return _join(fields), truncated
+
+
+def _clean(value: str | None) -> str:
+    return (value or "").strip()
+
+
+def _join(fields: dict[str, str]) -> str:
+    return "\n".join(f"{label}: {value}" for label, value in fields.items() if value)
+
+
+def _count(tokenizer: Tokenizer, text: str) -> int:
+    return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+
+def _shorten(tokenizer: Tokenizer, text: str, excess: int) -> tuple[str, bool]:
+    """Drop about ``excess`` tokens (plus room for the mark) from the end of one field."""
+    if not text:
+        return text, False
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    keep = len(ids) - excess - 2  # 2: the mark, and one token of slack for merges at the cut
+    if keep <= 0:
+        return "", True
+    return tokenizer.decode(ids[:keep], skip_special_tokens=True).rstrip() + TRUNCATION_MARK, True
+
+
+def chat_messages(user_message: str, answer: str | None = None) -> list[dict[str, str]]:
+    """The conversation in the chat format of the reference's training files."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def render_prompt(tokenizer: Tokenizer, user_message: str) -> str:
+    """The full prompt text up to where the answer starts (serving and evaluation)."""
+    text = tokenizer.apply_chat_template(
+        chat_messages(user_message), tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS
+    )
+    return str(text)
+
+
+def render_training_text(tokenizer: Tokenizer, user_message: str, answer: str) -> tuple[str, str]:
+    """(prompt, completion) for training: prompt is exactly render_prompt's, completion the answer turn."""
+    full = str(tokenizer.apply_chat_template(
+        chat_messages(user_message, answer), tokenize=False, **CHAT_TEMPLATE_KWARGS
+    ))
+    prompt = render_prompt(tokenizer, user_message)
+    if not full.startswith(prompt):
+        raise ContractError("the chat template renders the training prompt differently from serving")
+    return prompt, full[len(prompt):]
+
+
+# --- answers ----------------------------------------------------------------------------------------
+
+
+def format_answer(folder: str, priority: int) -> str:
+    """The exact answer string the model is trained to produce."""
+    return json.dumps({"folder": folder, "priority": priority})
+
+
+def valid_answers() -> list[tuple[str, int, str]]:
+    """All 12 (folder, priority, answer string) combinations, folders first."""
+    return [(f, p, format_answer(f, p)) for f in FOLDERS for p in PRIORITIES]
+
+
+def parse_answer(text: str) -> tuple[str, int]:
+    """Strictly parse a generated answer: one JSON object with exactly a valid folder and priority."""
+    try:
+        value = json.loads(text.strip())
+    except ValueError as exc:
+        raise AnswerParseError(f"not JSON: {text[:80]!r}") from exc
+    if not isinstance(value, dict) or set(value) != {"folder", "priority"}:
+        raise AnswerParseError(f"expected keys folder and priority: {text[:80]!r}")
+    folder, priority = value["folder"], value["priority"]
+    if folder not in FOLDERS:
+        raise AnswerParseError(f"unknown folder {folder!r}")
+    if isinstance(priority, bool) or priority not in PRIORITIES:
+        raise AnswerParseError(f"priority must be 1, 2 or 3, got {priority!r}")
+    return folder, int(priority)
+
+
+def contract_fingerprint() -> dict[str, str]:
+    """What an adapter records about the contract it was trained on."""
+    digest = hashlib.sha256(SYSTEM_PROMPT.encode("utf-8")).hexdigest()[:16]
+    return {"contract_version": CONTRACT_VERSION, "system_prompt_sha256": digest}

@@ -1,0 +1,80 @@
+"""Prometheus metrics of the worker: defined here once, registered on a registry passed in.
+
+Dashboards and alert rules depend on these names; deploy tests read them from a real registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# About 1 ms to 30 s: an end-to-end latency covers both a warm batch and a stalled one.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """All worker metrics, bound to one registry (tests use a fresh one each)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages_consumed = Counter(
+            "notif_messages_consumed", "Messages read from the input topic.", registry=registry
+        )
+        self.classifications = Counter(
+            "notif_classifications", "Results published, by folder and priority.",
+            ["folder", "priority"], registry=registry,
+        )
+        self.parse_failures = Counter(
+            "notif_parse_failures", "Generated answers that failed strict JSON parsing (fell back to scoring).",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "notif_dead_letters", "Messages sent to the dead-letter topic, by reason.", ["reason"],
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            "notif_end_to_end_latency_seconds",
+            "From the input message's Kafka timestamp to the broker's acknowledgement of its result.",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.inference_latency = Histogram(
+            "notif_inference_latency_seconds", "Model time of one batch.", buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "notif_batch_size", "Notifications per model call.", buckets=BATCH_SIZE_BUCKETS, registry=registry
+        )
+        self.batch_tokens = Histogram(
+            "notif_batch_tokens", "Padded prompt tokens per model call.",
+            buckets=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536), registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "notif_consumer_lag", "High watermark minus the next offset to consume.", ["topic", "partition"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "notif_in_flight_messages", "Messages consumed but not yet committed.", registry=registry
+        )
+        self.queue_depth = Gauge(
+            "notif_queue_depth", "Decoded notifications waiting for the model.", registry=registry
+        )
+        self.paused_partitions = Gauge(
+            "notif_paused_partitions", "Partitions paused by backpressure.", registry=registry
+        )
+        self.assigned_partitions = Gauge(
+            "notif_assigned_partitions", "Input partitions assigned to this worker.", registry=registry
+        )
+        self.commits = Counter("notif_commits", "Offset commits that succeeded.", registry=registry)
+        self.commit_failures = Counter(
+            "notif_commit_failures", "Offset commits that failed (retried later).", registry=registry
+        )
+        self.inference_errors = Counter(
+            "notif_inference_errors", "Model calls that raised (the batch is split and retried).",
+            registry=registry,
+        )
+        self.broker_errors = Counter(
+            "notif_broker_errors", "Errors talking to the Kafka broker (retried with backoff).",
+            registry=registry,
+        )
+        self.ready = Gauge("notif_ready", "1 when the worker is ready (model, partitions, broker).", registry=registry)
+        self.model_info = Info("notif_model", "The model the worker serves.", registry=registry)

@@ -1,0 +1,104 @@
+"""Settings: one typed object built once at start-up from NOTIF_* environment variables and CLI flags.
+
+Nothing reads the environment after start-up; the object is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every NOTIF_* variable. The README's configuration table is generated from these descriptions."""
+
+    model_config = SettingsConfigDict(env_prefix="NOTIF_", extra="ignore", frozen=True)
+
+    # --- model ----------------------------------------------------------------------------------------
+    model: str = Field("Qwen/Qwen3-0.6B", description="Base model: Hugging Face hub id or local directory.")
+    adapter: str | None = Field(None, description="LoRA adapter: directory or hub id; empty for the bare model.")
+    quantization: Literal["nf4", "none"] = Field(
+        "nf4", description="`nf4`: 4-bit NF4, double quant, bf16 compute (the reference). `none`: full weights."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights/compute dtype when not quantized; auto = bf16 on GPU, float32 on CPU."
+    )
+    merge_adapter: bool = Field(False, description="Merge the adapter into the weights (quantization=none only).")
+    device: str = Field("auto", description="`auto` (CUDA if present), `cpu`, `cuda`, `cuda:1`, ...")
+    decoding: Literal["constrained", "generate"] = Field(
+        "constrained", description="`constrained`: score the 12 valid answers. `generate`: free greedy + JSON parse."
+    )
+    max_input_tokens: int = Field(
+        384, ge=16, description="Token budget of the user message; longer bodies are truncated, never rejected."
+    )
+    max_new_tokens: int = Field(24, ge=8, description="Generation limit in `generate` mode.")
+    max_message_bytes: int = Field(65536, ge=64, description="Larger messages are dead-lettered (`too_large`).")
+
+    # --- batching -------------------------------------------------------------------------------------
+    max_batch_size: int = Field(64, ge=1, description="Most notifications in one model call.")
+    max_wait_ms: int = Field(20, ge=0, description="How long a partial batch waits for more messages.")
+    max_batch_tokens: int = Field(
+        32768, ge=256, description="Token budget of one model call (padded length x rows)."
+    )
+
+    # --- kafka ----------------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated broker addresses.")
+    input_topic: str = Field("notifications.raw", description="Topic of raw notifications.")
+    output_topic: str = Field("notifications.classified", description="Topic of classification results.")
+    dlq_topic: str = Field("notifications.dlq", description="Dead-letter topic (original bytes + reason headers).")
+    group_id: str = Field("notif-worker", description="Kafka consumer group; replicas share the partitions.")
+    client_id: str = Field("notif-worker", description="Kafka client id (shows in broker logs and quotas).")
+    producer_idempotence: bool = Field(
+        True, description="Idempotent producer (set false for brokers without it, e.g. Tansu in tests)."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret, never logged).")
+    ssl_cafile: str | None = Field(None, description="CA bundle for TLS.")
+    ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
+    max_in_flight: int = Field(
+        512, ge=1, description="Messages consumed but not yet committed; above it partitions are paused."
+    )
+    commit_interval_ms: int = Field(1000, ge=0, description="How often acknowledged offsets are committed.")
+    retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between broker reconnects.")
+
+    # --- lifecycle and observability ------------------------------------------------------------------
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="SIGTERM: finish, publish and commit within this, then exit."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address of the metrics/health HTTP server.")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz.")
+    liveness_timeout_s: float = Field(
+        60.0, gt=0, description="/healthz fails when the loop made no progress for this long."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`auto`: console on a terminal, JSON otherwise."
+    )
+
+    @field_validator("adapter", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with CLI flags applied (None means: flag not given)."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return self.model_validate({**self.model_dump(), **given}) if given else self
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for the README and `notif-worker config`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else str(field.default)
+        rows.append((f"NOTIF_{name.upper()}", default, field.description or ""))
+    return rows
