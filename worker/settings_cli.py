@@ -1,0 +1,43 @@
+"""`notif-worker config`: print the resolved settings or the table of every NOTIF_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from worker.settings import Settings, settings_table
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("config", help="print the resolved settings (secrets masked)")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of all variables")
+    parser.set_defaults(func=run)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The model flags shared by classify, serve, demo and bench (each overrides its NOTIF_* variable)."""
+    parser.add_argument("--model", help="base model: hub id or local directory (NOTIF_MODEL)")
+    parser.add_argument("--adapter", help="LoRA adapter directory or hub id (NOTIF_ADAPTER)")
+    parser.add_argument("--quantization", choices=["nf4", "none"], help="NOTIF_QUANTIZATION")
+    parser.add_argument("--decoding", choices=["constrained", "generate"], help="NOTIF_DECODING")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (NOTIF_DEVICE)")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="NOTIF_DTYPE")
+    parser.add_argument("--merge-adapter", action="store_true", default=None, help="NOTIF_MERGE_ADAPTER")
+    parser.add_argument("--max-batch-size", type=int, help="NOTIF_MAX_BATCH_SIZE")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the model flags of `add_model_flags` applied on top."""
+    keys = ("model", "adapter", "quantization", "decoding", "device", "dtype", "merge_adapter", "max_batch_size")
+    return Settings().with_overrides(**{key: getattr(args, key, None) for key in keys})
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.table:
+        print("| Variable | Default | Meaning |\n|---|---|---|")
+        for name, default, meaning in settings_table():
+            print(f"| `{name}` | `{default}` | {meaning} |")
+        return 0
+    print(json.dumps(Settings().model_dump(mode="json"), indent=2))
+    return 0
