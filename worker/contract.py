@@ -100,8 +100,8 @@ class Notification(BaseModel):
 class Confidence(BaseModel):
     """Probability of the chosen folder and of the chosen priority, renormalised over valid answers."""
 
-    folder: float
-    priority: float
+    folder: float | None = Field(description="P(chosen folder); null only for a non-canonical generated answer")
+    priority: float | None = Field(description="P(chosen priority | folder); null as above")
 
 
 class ClassificationResult(BaseModel):

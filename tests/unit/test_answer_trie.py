@@ -1,0 +1,50 @@
+"""The answer trie and greedy choice over it (with a toy tokenizer: one token per character)."""
+
+from __future__ import annotations
+
+from worker.answer_trie import AnswerTrie, choose, forced_chain, restricted_softmax, walk
+from worker.contract import format_answer
+
+EOS = 0
+
+
+def encode(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_trie_holds_the_twelve_answers() -> None:
+    trie = AnswerTrie(encode, EOS)
+    assert len(trie.sequences) == 12
+    for (folder, priority), ids in trie.sequences.items():
+        assert ids == [*encode(format_answer(folder, priority)), EOS]
+        assert trie.allowed(ids) == []
+    assert trie.allowed(encode("{")) == [ord('"')]
+    assert trie.allowed(encode("nonsense")) == []
+
+
+def test_forced_chain_stops_at_the_first_choice() -> None:
+    trie = AnswerTrie(encode, EOS)
+    chain, node = forced_chain(trie.root)
+    assert "".join(map(chr, chain)) == '{"folder": "'
+    assert node.decision == "folder"
+    assert [chr(c) for c in node.choices] == ["A", "P", "W"]  # Alerts, Personal/Promotions, Work
+
+
+def test_choose_takes_the_first_maximum_and_its_probability() -> None:
+    trie = AnswerTrie(encode, EOS)
+    _, node = forced_chain(trie.root)
+    token, prob = choose(node, [1.0, 3.0, 3.0])
+    assert chr(token) == "P" and abs(prob - restricted_softmax([1.0, 3.0, 3.0])[1]) < 1e-12
+
+
+def test_walk_scores_each_decision() -> None:
+    trie = AnswerTrie(encode, EOS)
+    ids = trie.sequences[("Promotions", 2)]
+
+    def logits(step: int, choices: list[int]) -> list[float]:
+        return [2.0 if chr(c) in "Pr2" else 0.0 for c in choices]
+
+    answer, confidence = walk(trie, ids, logits) or (None, None)
+    assert answer == ("Promotions", 2)
+    assert confidence is not None and 0 < confidence["folder"] < 1 and 0 < confidence["priority"] < 1
+    assert walk(trie, encode('{"x'), logits) is None

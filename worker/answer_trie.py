@@ -1,0 +1,106 @@
+"""The token trie of the 12 valid answers, and greedy choice restricted to it (pure, no tensors).
+
+Greedy decoding restricted to the valid answers only ever has a choice where the trie branches; along
+every other stretch the next token is forced. Walking the trie therefore needs one model call per
+branch (two: folder, then priority) instead of one per token, and gives the same answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from worker.contract import valid_answers
+
+Decision = str  # "folder" or "priority"
+
+
+@dataclass
+class TrieNode:
+    children: dict[int, TrieNode] = field(default_factory=dict)
+    answers: set[tuple[str, int]] = field(default_factory=set)  # answers reachable from here
+    leaf: tuple[str, int] | None = None  # set on the node after the end-of-turn token
+
+    @property
+    def choices(self) -> list[int]:
+        """Child tokens in ascending id order (argmax ties go to the lowest id, as in generate)."""
+        return sorted(self.children)
+
+    @property
+    def decision(self) -> Decision:
+        """What a branch here decides: the folder while folders still differ, else the priority."""
+        return "folder" if len({folder for folder, _ in self.answers}) > 1 else "priority"
+
+
+class AnswerTrie:
+    """Token sequences of every `format_answer(folder, priority)` + end-of-turn, as a trie."""
+
+    def __init__(self, encode: Callable[[str], list[int]], eos_id: int) -> None:
+        self.root = TrieNode()
+        self.sequences: dict[tuple[str, int], list[int]] = {}
+        for folder, priority, text in valid_answers():
+            ids = [*encode(text), eos_id]
+            self.sequences[(folder, priority)] = ids
+            node = self.root
+            node.answers.add((folder, priority))
+            for token in ids:
+                node = node.children.setdefault(token, TrieNode())
+                node.answers.add((folder, priority))
+            node.leaf = (folder, priority)
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        """Tokens that may follow `prefix` (for generate's prefix_allowed_tokens_fn); [] past a leaf."""
+        node = self.root
+        for token in prefix:
+            if token not in node.children:
+                return []
+            node = node.children[token]
+        return node.choices
+
+
+def forced_chain(node: TrieNode) -> tuple[list[int], TrieNode]:
+    """Follow single-child nodes from `node`: the forced tokens and the node where a choice (or the end) is."""
+    tokens: list[int] = []
+    while node.leaf is None and len(node.children) == 1:
+        token = next(iter(node.children))
+        tokens.append(token)
+        node = node.children[token]
+    return tokens, node
+
+
+def restricted_softmax(logits: Sequence[float]) -> list[float]:
+    """Softmax over the allowed tokens' logits only: the probability of each valid continuation."""
+    top = max(logits)
+    weights = [math.exp(value - top) for value in logits]
+    total = sum(weights)
+    return [weight / total for weight in weights]
+
+
+def choose(node: TrieNode, logits: Sequence[float]) -> tuple[int, float]:
+    """Greedy choice at a branch: (token, its restricted probability). `logits` align with node.choices."""
+    probs = restricted_softmax(logits)
+    best = max(range(len(probs)), key=lambda i: (logits[i], -i))  # first maximum = lowest token id
+    return node.choices[best], probs[best]
+
+
+def walk(trie: AnswerTrie, tokens: Sequence[int], step_logits: Callable[[int, list[int]], list[float]]
+         ) -> tuple[tuple[str, int], dict[Decision, float]] | None:
+    """Follow a generated token sequence through the trie, scoring each branch taken.
+
+    `step_logits(i, choices)` gives the logits of `choices` at generation step i. Returns the answer and
+    per-decision probabilities, or None when the sequence leaves the trie (a non-canonical answer).
+    """
+    node = trie.root
+    confidence: dict[Decision, float] = {"folder": 1.0, "priority": 1.0}
+    for step, token in enumerate(tokens):
+        if node.leaf is not None or token not in node.children:
+            return None
+        if len(node.children) > 1:
+            choices = node.choices
+            probs = restricted_softmax(step_logits(step, choices))
+            confidence[node.decision] *= probs[choices.index(token)]
+        node = node.children[token]
+        if node.leaf is not None:
+            return node.leaf, confidence
+    return None

@@ -1,0 +1,248 @@
+"""The batched classifier: notifications in, folder + priority + confidence out. Knows nothing of Kafka.
+
+constrained (default): walks the answer trie with the model, one forward pass per branch, on top of a
+KV cache of the system prompt computed once. Identical to greedy decoding restricted to the 12 valid
+answers, so it cannot fail to parse. generate: free greedy generation and strict JSON parsing, as the
+reference did; an answer that does not parse is counted and re-scored by the constrained path.
+
+Exceptions: InferenceError wraps anything the model raised during a batch (e.g. CUDA out of memory).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from worker.answer_trie import AnswerTrie, TrieNode, choose, forced_chain, walk
+from worker.batching import plan_batches
+from worker.contract import (
+    PRIORITY_LABELS,
+    AnswerParseError,
+    ClassificationResult,
+    Confidence,
+    Notification,
+    parse_answer,
+    render_prompt,
+    render_user_message,
+)
+from worker.modeling import EOS_TOKEN, LoadedModel, load_model
+from worker.settings import Settings
+
+USER_TURN = "<|im_start|>user\n"
+
+
+class InferenceError(RuntimeError):
+    """The model failed on a batch; the caller may split the batch and retry."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered notification: its tokens after the shared system prefix, and whether it was cut."""
+
+    suffix_ids: tuple[int, ...]
+    truncated: bool
+
+
+@dataclass
+class _Row:
+    """Decoding state of one notification in the constrained walk."""
+
+    node: TrieNode
+    pending: list[int]  # tokens to feed before the next choice
+    position: int  # position id of the next token fed
+    confidence: dict[str, float]
+
+
+class Classifier:
+    """Classify batches of notifications with one loaded model. Call it from one thread at a time."""
+
+    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.name = loaded.name
+        self.settings = settings
+        self.eos_id: int = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+        self.pad_id: int = self.tokenizer.pad_token_id
+        self.trie = AnswerTrie(lambda text: self.tokenizer.encode(text, add_special_tokens=False), self.eos_id)
+        self.prefix_text, self.prefix_ids = self._split_prefix()
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._lock = threading.Lock()
+        self._cache_kwarg = _cache_kwarg(self.model)
+        self.prepare = lru_cache(maxsize=8192)(self._prepare)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Classifier:
+        return cls(load_model(settings), settings)
+
+    # --- prompts ----------------------------------------------------------------------------------------
+
+    def _split_prefix(self) -> tuple[str, list[int]]:
+        """The system turn up to the user turn's <|im_start|>: the same for every notification.
+
+        The cut sits right after a special token, so tokenizing the two halves apart gives exactly the
+        tokens of the whole (tests/unit/test_classifier_prompt.py checks it).
+        """
+        probe = render_prompt(self.tokenizer, "x")
+        cut = probe.index(USER_TURN) + len("<|im_start|>")
+        prefix = probe[:cut]
+        return prefix, self.tokenizer.encode(prefix, add_special_tokens=False)
+
+    def _prepare(self, notification: Notification) -> Prompt:
+        user, truncated = render_user_message(notification, self.tokenizer, self.settings.max_input_tokens)
+        text = render_prompt(self.tokenizer, user)
+        if not text.startswith(self.prefix_text):
+            raise InferenceError("the prompt does not start with the shared system prefix")
+        suffix = self.tokenizer.encode(text[len(self.prefix_text):], add_special_tokens=False)
+        return Prompt(tuple(suffix), truncated)
+
+    def count_tokens(self, notification: Notification) -> int:
+        return len(self.prefix_ids) + len(self.prepare(notification).suffix_ids)
+
+    # --- entry point -------------------------------------------------------------------------------------
+
+    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        if not notifications:
+            return []
+        prompts = [self.prepare(n) for n in notifications]
+        batches = plan_batches([len(p.suffix_ids) for p in prompts], max_size=self.settings.max_batch_size,
+                               max_tokens=self.settings.max_batch_tokens)
+        results: list[ClassificationResult | None] = [None] * len(prompts)
+        with self._lock, torch.inference_mode():
+            for batch in batches:
+                chunk = [prompts[i] for i in batch]
+                try:
+                    answers = self._classify_batch(chunk)
+                except Exception as exc:
+                    raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
+                for i, (folder, priority, confidence, decoding) in zip(batch, answers, strict=True):
+                    results[i] = self._result(notifications[i], prompts[i], folder, priority, confidence, decoding)
+        return [r for r in results if r is not None]
+
+    def _classify_batch(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float | None], str]]:
+        if self.settings.decoding == "constrained":
+            return [(f, p, dict(c), "constrained") for f, p, c in self.score(prompts)]
+        return self._generate(prompts)
+
+    def _result(self, notification: Notification, prompt: Prompt, folder: str, priority: int,
+                confidence: dict[str, float | None], decoding: str) -> ClassificationResult:
+        return ClassificationResult(
+            id=notification.id, folder=folder, priority=priority, priority_label=PRIORITY_LABELS[priority],
+            confidence=Confidence(folder=_round(confidence["folder"]), priority=_round(confidence["priority"])),
+            decoding=decoding,  # type: ignore[arg-type]
+            truncated=prompt.truncated, model=self.name,
+        )
+
+    # --- constrained: walk the answer trie ----------------------------------------------------------------
+
+    def score(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float]]]:
+        """Greedy decoding restricted to the valid answers, one forward pass per branch of the trie."""
+        root_chain, branch = forced_chain(self.trie.root)
+        start = len(self.prefix_ids)
+        rows = [_Row(branch, [*p.suffix_ids, *root_chain], start, {"folder": 1.0, "priority": 1.0})
+                for p in prompts]
+        cache = self._prefix_cache(len(rows))
+        mask = torch.ones(len(rows), start, dtype=torch.long, device=self.device)
+        while any(row.pending for row in rows):
+            logits, mask = self._feed(rows, cache, mask)  # [B, V]
+            for row, row_logits in zip(rows, logits, strict=True):
+                if row.node.leaf is None:
+                    self._branch(row, row_logits)
+        return [(*row.node.leaf, row.confidence) for row in rows if row.node.leaf is not None]
+
+    def _branch(self, row: _Row, logits: torch.Tensor) -> None:
+        choices = row.node.choices
+        token, prob = choose(row.node, logits[choices].float().tolist())
+        row.confidence[row.node.decision] *= prob
+        chain, row.node = forced_chain(row.node.children[token])
+        row.pending = [token, *chain] if row.node.leaf is None else []
+
+    def _feed(self, rows: list[_Row], cache: Any, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append each row's pending tokens (left-padded to a common width); logits after the last one."""
+        width = max(len(row.pending) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        step_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        positions = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, row in enumerate(rows):
+            n = len(row.pending)
+            if n:
+                ids[r, width - n:] = torch.tensor(row.pending)
+                step_mask[r, width - n:] = 1
+            positions[r] = torch.arange(row.position - (width - n), row.position + n).clamp(min=0)
+            row.position += n
+            row.pending = []
+        mask = torch.cat([mask, step_mask.to(self.device)], dim=1)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions.to(self.device),
+                         use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+        return out.logits[:, -1, :], mask
+
+    def _prefix_cache(self, batch: int) -> Any:
+        """A fresh KV cache holding the system prefix for `batch` rows (the prefix is computed once)."""
+        from transformers import DynamicCache
+
+        if self._prefix_kv is None:
+            cache = DynamicCache()
+            ids = torch.tensor([self.prefix_ids], device=self.device)
+            self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
+            layers: list[Any] = list(cache.layers)
+            self._prefix_kv = [(layer.keys, layer.values) for layer in layers]
+        fresh = DynamicCache()
+        for index, (keys, values) in enumerate(self._prefix_kv):
+            fresh.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), index)
+        return fresh
+
+    # --- generate: free greedy decoding + strict parsing ------------------------------------------------
+
+    def _generate(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float | None], str]]:
+        from transformers import GenerationConfig
+
+        sequences = [[*self.prefix_ids, *p.suffix_ids] for p in prompts]
+        width = max(len(s) for s in sequences)
+        ids = torch.tensor([[self.pad_id] * (width - len(s)) + s for s in sequences], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=self.device)
+        config = GenerationConfig(max_new_tokens=self.settings.max_new_tokens, do_sample=False,
+                                  pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                  output_logits=True, return_dict_in_generate=True)
+        new = out.sequences[:, width:].tolist()
+        answers: list[tuple[str, int, dict[str, float | None], str] | None] = []
+        failed: list[int] = []
+        for r, tokens in enumerate(new):
+            answer = self._parse_generated(r, tokens, out.logits)
+            answers.append(answer)
+            if answer is None:
+                failed.append(r)
+        if failed:
+            rescored = self.score([prompts[r] for r in failed])
+            for r, (folder, priority, confidence) in zip(failed, rescored, strict=True):
+                answers[r] = (folder, priority, dict(confidence), "generate_fallback")
+        return [a for a in answers if a is not None]
+
+    def _parse_generated(self, row: int, tokens: list[int], logits: Sequence[torch.Tensor]
+                         ) -> tuple[str, int, dict[str, float | None], str] | None:
+        if self.eos_id in tokens:
+            tokens = tokens[: tokens.index(self.eos_id) + 1]
+        try:
+            folder, priority = parse_answer(self.tokenizer.decode(tokens, skip_special_tokens=True))
+        except AnswerParseError:
+            return None
+        walked = walk(self.trie, tokens, lambda step, choices: logits[step][row, choices].float().tolist())
+        if walked is None:  # parsed, but not the canonical token path: no per-branch probabilities
+            return folder, priority, {"folder": None, "priority": None}, "generate"
+        return folder, priority, dict(walked[1]), "generate"
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers 5.2x renamed forward's `past_key_values` to `cache`; speak whichever this one knows."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
