@@ -1,0 +1,113 @@
+"""Health state and the one HTTP port that serves /metrics, /healthz (liveness) and /readyz (readiness).
+
+The server runs on the worker's event loop: if the loop stops turning, /healthz stops answering too,
+which is what a liveness probe should see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+REQUEST_TIMEOUT_S = 5.0
+MAX_HEADER_LINES = 100
+
+
+class HealthState:
+    """What liveness and readiness are computed from; the pipeline and serve update it."""
+
+    def __init__(self, liveness_timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.liveness_timeout_s = liveness_timeout_s
+        self._clock = clock
+        self._last_beat = clock()
+        self._inference_since: float | None = None
+        self.model_loaded = False
+        self.assigned_partitions = 0
+        self.broker_reachable = False
+
+    def beat(self) -> None:
+        """The consume loop went round once."""
+        self._last_beat = self._clock()
+
+    def inference_started(self) -> None:
+        self._inference_since = self._clock()
+
+    def inference_finished(self) -> None:
+        self._inference_since = None
+
+    def live(self) -> tuple[bool, str]:
+        """Alive unless the loop stalled or one model call has run for longer than the timeout."""
+        now = self._clock()
+        if now - self._last_beat > self.liveness_timeout_s:
+            return False, f"the consume loop made no progress for {now - self._last_beat:.0f}s"
+        if self._inference_since is not None and now - self._inference_since > self.liveness_timeout_s:
+            return False, f"a model call has been running for {now - self._inference_since:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when the model is loaded, partitions are assigned and the broker answers."""
+        if not self.model_loaded:
+            return False, "the model is not loaded"
+        if not self.broker_reachable:
+            return False, "the Kafka broker is not reachable"
+        if self.assigned_partitions == 0:
+            return False, "no input partitions are assigned"
+        return True, "ok"
+
+
+class HealthServer:
+    """A minimal HTTP/1.0 server on asyncio for the three endpoints."""
+
+    def __init__(self, state: HealthState, registry: CollectorRegistry, *, host: str, port: int) -> None:
+        self.state = state
+        self.registry = registry
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> HealthServer:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])  # the real one when port was 0
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def respond(self, path: str) -> tuple[HTTPStatus, str, bytes]:
+        """(status, content type, body) for a request path."""
+        route = path.split("?", 1)[0]
+        if route == "/metrics":
+            return HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if route in ("/healthz", "/readyz"):
+            ok, reason = self.state.live() if route == "/healthz" else self.state.ready()
+            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+            return status, "text/plain; charset=utf-8", (reason + "\n").encode("utf-8")
+        return HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"try /metrics, /healthz or /readyz\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+            for _ in range(MAX_HEADER_LINES):
+                line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request_line.decode("latin-1").split()
+            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+                status, content_type, body = HTTPStatus.BAD_REQUEST, "text/plain", b"GET only\n"
+            else:
+                status, content_type, body = self.respond(parts[1])
+            head = (f"HTTP/1.0 {status.value} {status.phrase}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            writer.write(head.encode("latin-1") + (body if parts and parts[0] != "HEAD" else b""))
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass  # a client that hangs up or never sends a request line gets nothing
+        finally:
+            writer.close()

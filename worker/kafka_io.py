@@ -1,0 +1,237 @@
+"""The Kafka edge: aiokafka consumer and producer built from Settings, aiokafka errors translated to ours.
+
+Nothing past this module imports aiokafka's error types; the pipeline sees only the exceptions below.
+
+Exceptions:
+    BrokerError              base class
+    ├── BrokerUnavailable    the cluster cannot be reached or did not answer in time (retried)
+    ├── CommitRejected       the group moved on: the partitions may belong to another member now
+    ├── PublishFailed        a result or dead letter was not acknowledged (retried)
+    └── KafkaConfigError     the settings cannot describe a working client
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from worker.settings import Settings
+
+Headers = Sequence[tuple[str, bytes]]
+OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
+OnAssigned = Callable[[set[TopicPartition]], None]
+
+# Room above the largest record the consumer fetches (1 MiB by default), so a dead letter that carries
+# an oversized input unchanged is never too large for our own producer.
+PRODUCER_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+REBALANCE_MARGIN_MS = 10_000
+PRODUCER_LINGER_MS = 5
+
+
+class BrokerError(Exception):
+    """Base class of the Kafka edge's errors."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The cluster could not be reached or did not answer in time."""
+
+
+class CommitRejected(BrokerError):
+    """An offset commit the group refused: it has rebalanced, or the partition is not ours any more."""
+
+
+class PublishFailed(BrokerError):
+    """A message was not acknowledged by the broker."""
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class KafkaConfigError(BrokerError):
+    """Settings that cannot describe a working client."""
+
+
+def backoff_s(attempt: int, max_s: float, base_s: float = 0.5) -> float:
+    """Exponential backoff: base, 2x base, 4x base, ... capped at max_s."""
+    return float(min(max_s, base_s * 2 ** min(attempt, 30)))
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by consumer and producer: brokers, client id, TLS and SASL."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": [server.strip() for server in settings.kafka_bootstrap_servers.split(",")],
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+    if settings.security_protocol.startswith("SASL"):
+        if settings.sasl_mechanism is None:
+            raise KafkaConfigError(f"{settings.security_protocol} needs NOTIF_SASL_MECHANISM")
+        if settings.sasl_mechanism == "OAUTHBEARER":
+            raise KafkaConfigError("SASL OAUTHBEARER needs a token provider; the worker does not configure one")
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        password = settings.sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password is not None else None
+    return options
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """The consumer: our own commits, earliest offset for a new group, rebalances as long as a drain."""
+    return {
+        **client_options(settings),
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "rebalance_timeout_ms": int(settings.shutdown_timeout_s * 1000) + REBALANCE_MARGIN_MS,
+    }
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """The producer: every in-sync replica acknowledges; idempotent unless the broker cannot do it."""
+    return {
+        **client_options(settings),
+        "acks": "all",
+        "enable_idempotence": settings.producer_idempotence,
+        "linger_ms": PRODUCER_LINGER_MS,
+        "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
+    }
+
+
+class KafkaClients:
+    """One consumer (subscribed to the input topic) and one producer; start() may be retried."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise BrokerUnavailable("the Kafka clients are not started")
+        return self._consumer
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BrokerUnavailable("the Kafka clients are not started")
+        return self._producer
+
+    async def start(self, *, on_revoked: OnRevoked, on_assigned: OnAssigned) -> None:
+        """Connect both clients and join the group; on failure both are closed again.
+
+        ``on_revoked`` runs inside the rebalance, before the group moves on: it may finish work and
+        commit. ``on_assigned`` runs after it, before the first fetch of the new assignment.
+        """
+        consumer = AIOKafkaConsumer(**consumer_options(self.settings))
+        producer = AIOKafkaProducer(**producer_options(self.settings))
+        try:
+            await consumer.start()
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            await _quietly_stop(consumer, producer)
+            servers = self.settings.kafka_bootstrap_servers
+            raise BrokerUnavailable(f"cannot connect to {servers}: {exc!r}") from exc
+        consumer.subscribe([self.settings.input_topic], listener=_Listener(on_revoked, on_assigned))
+        self._consumer, self._producer = consumer, producer
+
+    async def stop(self) -> None:
+        """Leave the group and flush the producer (what is not flushed was never acknowledged)."""
+        consumer, producer, self._consumer, self._producer = self._consumer, self._producer, None, None
+        await _quietly_stop(consumer, producer)
+
+    async def poll(self, *, timeout_ms: int, max_records: int) -> list[ConsumerRecord[bytes, bytes]]:
+        """The next records of the assigned, unpaused partitions (empty after timeout_ms)."""
+        try:
+            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"fetch failed: {exc!r}") from exc
+        return [record for records in batches.values() for record in records]
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._consumer.paused()) if self._consumer is not None else set()
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self.consumer.pause(*partitions)
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self.consumer.resume(*partitions)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end offset as of the last fetch (no request)."""
+        try:
+            return self.consumer.highwater(partition)
+        except IllegalStateError:
+            return None
+
+    def membership_lost(self) -> bool:
+        """Whether the coordinator has forgotten this member (its partitions are someone else's now).
+
+        aiokafka resets the generation to -1 when the coordinator answers UnknownMemberId or
+        IllegalGeneration; it has no public accessor for that, so we read the coordinator's field.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return getattr(coordinator, "generation", 0) == -1
+
+    async def commit(self, positions: dict[TopicPartition, int], *, timeout_s: float) -> None:
+        """Commit positions of partitions this member owns; raises CommitRejected or BrokerUnavailable."""
+        try:
+            await asyncio.wait_for(self.consumer.commit(positions), timeout_s)
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise CommitRejected(f"commit refused: {exc}") from exc
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"commit not answered in {timeout_s}s") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"commit failed: {exc!r}") from exc
+
+    async def publish(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        """Send one message and wait for the broker's acknowledgement."""
+        try:
+            delivery = await self.producer.send(topic, value=value, key=key, headers=list(headers))
+            await delivery
+        except KafkaError as exc:
+            raise PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
+
+    async def probe(self, *, timeout_s: float) -> None:
+        """Ask the cluster for its metadata; raises BrokerUnavailable when it does not answer."""
+        try:
+            await asyncio.wait_for(self.consumer.topics(), timeout_s)
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"no metadata from the cluster in {timeout_s}s") from exc
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"metadata request failed: {exc!r}") from exc
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoked: OnRevoked, on_assigned: OnAssigned) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._on_assigned(set(assigned))
+
+
+async def _quietly_stop(consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None) -> None:
+    """Close clients on the way out; a broker that is gone cannot make closing fail."""
+    for client in (consumer, producer):
+        if client is not None:
+            with suppress(KafkaError, OSError):
+                await client.stop()

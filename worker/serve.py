@@ -1,0 +1,153 @@
+"""`notif-worker serve`: the streaming worker process (settings, logs, model, HTTP port, signals, pipeline).
+
+Exit codes: 0 stopped by SIGTERM/SIGINT (work in hand finished and committed, or the shutdown timeout
+passed with the rest left uncommitted for the next owner); 1 the worker failed (model did not load,
+HTTP port taken, unexpected error); 2 invalid settings; 130 a second signal forced an immediate exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from worker.batching import NotificationClassifier
+from worker.contract import CONTRACT_VERSION
+from worker.health import HealthServer, HealthState
+from worker.inference import InferenceThread
+from worker.instant import InstantClassifier
+from worker.kafka_io import KafkaClients, KafkaConfigError
+from worker.logging import configure_logging
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline
+from worker.settings import Settings
+from worker.settings_cli import add_model_flags, settings_from_args
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_SETTINGS = 2
+EXIT_FORCED = 130
+
+log = structlog.get_logger("worker.serve")
+
+Loader = Callable[[], NotificationClassifier]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="the streaming worker: consume notifications from Kafka, classify, publish results"
+    )
+    add_model_flags(parser)
+    parser.add_argument("--instant-classifier", action="store_true",
+                        help="plumbing check: load no model, answer from a hash of the text")
+    parser.add_argument("--instant-delay-ms", type=float, default=0.0,
+                        help="with --instant-classifier: pretend each model call takes this long")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+    configure_logging(settings.log_level, settings.log_format)
+    if args.instant_classifier:
+        delay_s = args.instant_delay_ms / 1000
+        return asyncio.run(serve(settings, lambda: InstantClassifier(delay_s=delay_s)))
+    return asyncio.run(serve(settings, model_loader(settings)))
+
+
+def model_loader(settings: Settings) -> Loader:
+    """Load the real classifier (imported here: torch is slow to import and the instant mode needs none)."""
+
+    def load() -> NotificationClassifier:
+        from worker.classifier import Classifier
+
+        return Classifier.from_settings(settings)
+
+    return load
+
+
+async def serve(settings: Settings, load: Loader) -> int:
+    """Run the worker until a signal stops it; returns the exit code."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    health = HealthState(settings.liveness_timeout_s)
+    stop = asyncio.Event()
+    _handle_signals(stop)
+    try:
+        server = HealthServer(health, registry, host=settings.metrics_host, port=settings.metrics_port)
+        await server.start()
+    except OSError as exc:
+        log.error("http_port_unavailable", port=settings.metrics_port, error=str(exc))
+        return EXIT_FAILED
+    log.info("http_listening", host=settings.metrics_host, port=server.port)
+    thread = InferenceThread()
+    try:
+        return await _serve(settings, load, thread, metrics, health, stop)
+    finally:
+        thread.stop()
+        await server.stop()
+
+
+async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metrics: Metrics,
+                 health: HealthState, stop: asyncio.Event) -> int:
+    try:
+        classifier = await _load(thread, load, stop)
+    except Exception as exc:
+        log.exception("model_load_failed", model=settings.model, error=str(exc))
+        return EXIT_FAILED
+    if classifier is None:
+        log.info("stopped", during="model load")
+        return EXIT_OK
+    health.model_loaded = True
+    metrics.model_info.info({
+        "name": classifier.name, "decoding": settings.decoding, "quantization": settings.quantization,
+        "adapter": settings.adapter or "", "device": settings.device, "contract_version": CONTRACT_VERSION,
+    })
+    log.info("model_loaded", model=classifier.name)
+    try:
+        await Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health).run(stop)
+    except KafkaConfigError as exc:
+        log.error("invalid_kafka_settings", error=str(exc))
+        return EXIT_SETTINGS
+    except Exception as exc:
+        log.exception("worker_failed", error=str(exc))
+        return EXIT_FAILED
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _load(thread: InferenceThread, load: Loader, stop: asyncio.Event) -> NotificationClassifier | None:
+    """Load on the inference thread (the thread that will use the model); None if stopped meanwhile."""
+    loading = thread.submit(load)
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([loading, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not loading.done():
+        return None
+    return loading.result()
+
+
+def _handle_signals(stop: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: exit at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            log.warning("forced_exit", signal=name)
+            os._exit(EXIT_FORCED)
+        log.info("shutdown_requested", signal=name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
