@@ -1,0 +1,80 @@
+"""Liveness, readiness and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from worker.health import HealthServer, HealthState
+from worker.metrics import Metrics
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_liveness_fails_when_the_loop_or_a_model_call_stalls() -> None:
+    clock = Clock()
+    state = HealthState(liveness_timeout_s=10, clock=clock)
+    assert state.live()[0]
+    clock.now += 11
+    ok, reason = state.live()
+    assert not ok and "no progress" in reason
+    state.beat()
+    state.inference_started()
+    clock.now += 5
+    state.beat()
+    assert state.live()[0]
+    clock.now += 6
+    state.beat()
+    ok, reason = state.live()
+    assert not ok and "model call" in reason
+    state.inference_finished()
+    assert state.live()[0]
+
+
+def test_readiness_needs_model_broker_and_partitions() -> None:
+    state = HealthState(liveness_timeout_s=10)
+    assert state.ready() == (False, "the model is not loaded")
+    state.model_loaded = True
+    assert not state.ready()[0]
+    state.broker_reachable = True
+    assert state.ready() == (False, "no input partitions are assigned")
+    state.assigned_partitions = 2
+    assert state.ready() == (True, "ok")
+
+
+async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = (await reader.read()).decode()
+    writer.close()
+    head, _, body = raw.partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_endpoints() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.messages_consumed.inc(3)
+    state = HealthState(liveness_timeout_s=10)
+    server = await HealthServer(state, registry, host="127.0.0.1", port=0).start()
+    try:
+        assert server.port > 0
+        status, body = await http_get(server.port, "/metrics")
+        assert status == 200 and "notif_messages_consumed_total 3.0" in body
+        assert await http_get(server.port, "/healthz") == (200, "ok\n")
+        assert await http_get(server.port, "/readyz") == (503, "the model is not loaded\n")
+        state.model_loaded, state.broker_reachable, state.assigned_partitions = True, True, 1
+        assert await http_get(server.port, "/readyz?verbose=1") == (200, "ok\n")
+        assert (await http_get(server.port, "/nope"))[0] == 404
+        assert (await http_get(server.port, "/healthz", method="POST"))[0] == 400
+        assert await http_get(server.port, "/healthz", method="HEAD") == (200, "")
+    finally:
+        await server.stop()
