@@ -1,0 +1,169 @@
+"""Examples -> token ids with a loss mask on the answer, epoch order, and left-padded training batches.
+
+Each example is rendered through the worker's contract (render_user_message with the worker's token
+budget, then render_training_text), so training sees byte for byte the prompt that serving scores.
+The prompt and the completion are tokenized apart, as the classifier does: prompt tokens, then the
+answer's tokens and <|im_end|>. Only the answer and <|im_end|> are trained; the template's newline
+after <|im_end|> is not (serving stops at <|im_end|>).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer import TrainerError
+from trainer.data import Example
+from worker.contract import FOLDERS, PRIORITIES, format_answer, render_training_text, render_user_message
+from worker.modeling import EOS_TOKEN
+
+IGNORE = -100  # label of a position without loss (cross_entropy's ignore_index)
+
+
+class EncodingError(TrainerError):
+    """The tokenizer does not produce the answer layout the trainer relies on."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example as tokens. ``trained`` = answer + <|im_end|>; ``tail`` = untrained template end."""
+
+    prompt: tuple[int, ...]
+    trained: tuple[int, ...]
+    tail: tuple[int, ...]
+    folder_positions: tuple[int, ...]  # indices into ``trained`` of the folder name's tokens
+    priority_positions: tuple[int, ...]  # indices into ``trained`` of the priority digit
+    folder: str
+    priority: int
+
+    @property
+    def input_ids(self) -> list[int]:
+        return [*self.prompt, *self.trained, *self.tail]
+
+    @property
+    def labels(self) -> list[int]:
+        return [IGNORE] * len(self.prompt) + list(self.trained) + [IGNORE] * len(self.tail)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Left-padded tensors; every row's completion ends at the last column."""
+
+    input_ids: torch.Tensor  # [B, S]
+    attention_mask: torch.Tensor  # [B, S]
+    position_ids: torch.Tensor  # [B, S] (0 at each row's first real token)
+    labels: torch.Tensor  # [B, S] IGNORE outside the trained tokens
+    weights: torch.Tensor  # [B, S] loss weight of each label (0 where IGNORE)
+    keep: int  # logits needed: the last `keep` positions cover every trained token's prediction
+
+
+class Encoder:
+    """Tokenizes examples the way the worker will see them."""
+
+    def __init__(self, tokenizer: Any, max_input_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_input_tokens = max_input_tokens
+        self.eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+        self._completions: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
+
+    def encode(self, example: Example) -> Encoded:
+        user, _ = render_user_message(example.notification, self.tokenizer, self.max_input_tokens)
+        answer = format_answer(example.folder, example.priority)
+        prompt, completion = render_training_text(self.tokenizer, user, answer)
+        prompt_ids = tuple(self.tokenizer.encode(prompt, add_special_tokens=False))
+        trained, tail, folders, priorities = self._completion(example.folder, example.priority, completion)
+        return Encoded(prompt_ids, trained, tail, folders, priorities, example.folder, example.priority)
+
+    def _completion(self, folder: str, priority: int, completion: str) -> tuple[tuple[int, ...], ...]:
+        """(trained, tail, folder positions, priority positions); 12 possible answers, so cached."""
+        key = (folder, priority)
+        if key not in self._completions:
+            encoding = self.tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+            ids: list[int] = encoding["input_ids"]
+            if self.eos_id not in ids:
+                raise EncodingError(f"the answer turn {completion!r} has no {EOS_TOKEN}")
+            end = ids.index(self.eos_id) + 1
+            answer = format_answer(folder, priority)
+            folder_span = _span(answer, f'"{folder}"', 1, len(folder))
+            priority_span = _span(answer, f": {priority}}}", 2, 1)
+            offsets = encoding["offset_mapping"][:end]
+            self._completions[key] = (
+                tuple(ids[:end]), tuple(ids[end:]),
+                tuple(i for i, (a, b) in enumerate(offsets) if a < folder_span[1] and b > folder_span[0]),
+                tuple(i for i, (a, b) in enumerate(offsets) if a < priority_span[1] and b > priority_span[0]),
+            )
+        return self._completions[key]
+
+
+def _span(text: str, needle: str, skip: int, length: int) -> tuple[int, int]:
+    start = text.index(needle) + skip
+    return start, start + length
+
+
+# --- what each epoch sees ----------------------------------------------------------------------------
+
+
+def epoch_order(encoded: Sequence[Encoded], sampling: str, rng: random.Random) -> list[int]:
+    """Indices for one epoch: a shuffle (natural) or a same-size draw with equal priority shares."""
+    if sampling == "natural":
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        return order
+    counts = Counter(e.priority for e in encoded)
+    weights = [1.0 / counts[e.priority] for e in encoded]
+    return rng.choices(range(len(encoded)), weights=weights, k=len(encoded))
+
+
+def label_weights(encoded: Sequence[Encoded], scheme: str) -> dict[str, float]:
+    """Loss weight of each folder's and priority's label tokens: 1, or n / (classes x class count)."""
+    keys = [*FOLDERS, *(str(p) for p in PRIORITIES)]
+    if scheme == "none":
+        return dict.fromkeys(keys, 1.0)
+    n = len(encoded)
+    folders = Counter(e.folder for e in encoded)
+    priorities = Counter(e.priority for e in encoded)
+    weights = {f: n / (len(FOLDERS) * folders[f]) if folders[f] else 1.0 for f in FOLDERS}
+    for p in PRIORITIES:
+        weights[str(p)] = n / (len(PRIORITIES) * priorities[p]) if priorities[p] else 1.0
+    return weights
+
+
+def token_weights(item: Encoded, weights: dict[str, float]) -> list[float]:
+    """Per trained token: 1, except the folder-name and priority-digit tokens under a weighting."""
+    row = [1.0] * len(item.trained)
+    for i in item.folder_positions:
+        row[i] = weights[item.folder]
+    for i in item.priority_positions:
+        row[i] = weights[str(item.priority)]
+    return row
+
+
+def collate(items: Sequence[Encoded], pad_id: int, weights: dict[str, float]) -> Batch:
+    """Left-pad to the longest row so that every completion ends in the last column."""
+    width = max(len(item.input_ids) for item in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    positions = torch.zeros((len(items), width), dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    loss_weights = torch.zeros((len(items), width), dtype=torch.float32)
+    for row, item in enumerate(items):
+        seq = item.input_ids
+        start = width - len(seq)
+        ids[row, start:] = torch.tensor(seq)
+        mask[row, start:] = 1
+        positions[row, start:] = torch.arange(len(seq))
+        labels[row, start:] = torch.tensor(item.labels)
+        first = start + len(item.prompt)
+        loss_weights[row, first:first + len(item.trained)] = torch.tensor(token_weights(item, weights))
+    keep = max(len(item.trained) + len(item.tail) for item in items) + 1
+    return Batch(ids, mask, positions, labels, loss_weights, keep)
+
+
+def micro_batches(order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), batch_size):
+        yield list(order[start:start + batch_size])
