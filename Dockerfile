@@ -17,8 +17,12 @@ FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 FROM debian:bookworm-slim AS build
 ARG VARIANT
 ARG PYTHON_VERSION
+# Empty: PyPI's torch for cuda (bundles its CUDA runtime), the CPU wheel index for cpu. Set it to pick a
+# CUDA build that matches an older driver, e.g. https://download.pytorch.org/whl/cu126.
+ARG TORCH_INDEX_URL=
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON_PREFERENCE=only-managed \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     VIRTUAL_ENV=/opt/venv
@@ -26,10 +30,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv python install ${PYTHON_VERSION} && uv venv --python ${PYTHON_VERSION} /opt/venv
 WORKDIR /src
 
-# Layer 1: torch alone (the largest download; changes only with VARIANT or the pinned range).
+# Layer 1: torch alone, the largest download (rebuilt when pyproject.toml changes; the uv cache mount
+# keeps the wheel, so that costs an install, not a download).
 COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    if [ "$VARIANT" = "cpu" ]; then index=https://download.pytorch.org/whl/cpu; \
+    if [ -n "$TORCH_INDEX_URL" ]; then index=$TORCH_INDEX_URL; \
+    elif [ "$VARIANT" = "cpu" ]; then index=https://download.pytorch.org/whl/cpu; \
     else index=https://pypi.org/simple; fi; \
     torch_req=$(/opt/venv/bin/python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); print(next(r for r in d['project']['dependencies'] if r.startswith('torch')))"); \
     uv pip install --index-url "$index" "$torch_req"

@@ -8,7 +8,7 @@ set -eu
 create() {
   topic=$1
   partitions=$2
-  if rpk topic describe "$topic" -X brokers="$BROKERS" >/dev/null 2>&1; then
+  if rpk topic list -X brokers="$BROKERS" | awk 'NR > 1 { print $1 }' | grep -qxF "$topic"; then
     echo "topic $topic exists"
   else
     rpk topic create "$topic" -X brokers="$BROKERS" --partitions "$partitions" --replicas 1

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from worker.cli import build_parser
 from worker.settings import Settings
-
-yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

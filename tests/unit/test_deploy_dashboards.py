@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from worker.metrics import Metrics
 
-yaml = pytest.importorskip("yaml")
 promql = pytest.importorskip("promql_parser", reason="promql-parser (dev extra) parses PromQL")
 
 ROOT = Path(__file__).resolve().parents[2]

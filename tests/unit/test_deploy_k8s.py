@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from worker.settings import Settings
-
-yaml = pytest.importorskip("yaml")
 
 K8S = Path(__file__).resolve().parents[2] / "deploy/k8s"
 SETTING_VARIABLES = {f"NOTIF_{name.upper()}" for name in Settings.model_fields}
