@@ -1,0 +1,96 @@
+"""The loss is on the answer and its end token only, aligned so each logit predicts the next token."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from trainer.batches import IGNORE, Encoder, collate, epoch_order, label_weights, token_weights
+from trainer.data import Example
+from trainer.train import batch_loss
+from worker.contract import Notification, format_answer, render_prompt, render_user_message
+from worker.modeling import EOS_TOKEN
+
+EXAMPLES = [
+    Example(Notification(app="Slack", sender="Ana", title="Review", body="please look at PR #12 today"), "Work", 2),
+    Example(Notification(title="50% off", body="Sale ends tonight!!!"), "Promotions", 1),
+    Example(Notification(body="Someone signed in from Berlin. Was this you?"), "Alerts", 3),
+    Example(Notification(app="WhatsApp", sender="Mom", body="call me " + "now " * 300), "Personal", 3),
+]
+
+
+@pytest.fixture(scope="module")
+def encoder(qwen3_tokenizer: Any) -> Encoder:
+    qwen3_tokenizer.pad_token = "<|endoftext|>"
+    return Encoder(qwen3_tokenizer, max_input_tokens=64)
+
+
+def test_trained_tokens_are_exactly_the_answer_and_end_token(encoder: Encoder, qwen3_tokenizer: Any) -> None:
+    for example in EXAMPLES:
+        item = encoder.encode(example)
+        trained = [t for t, label in zip(item.input_ids, item.labels, strict=True) if label != IGNORE]
+        answer = format_answer(example.folder, example.priority)
+        assert qwen3_tokenizer.decode(trained) == answer + EOS_TOKEN
+        assert trained == qwen3_tokenizer.encode(answer, add_special_tokens=False) + [encoder.eos_id]
+        assert qwen3_tokenizer.decode(list(item.tail)) == "\n"  # the template's newline is not trained
+
+
+def test_prompt_is_the_serving_prompt_with_the_workers_truncation(encoder: Encoder, qwen3_tokenizer: Any) -> None:
+    for example in EXAMPLES:
+        item = encoder.encode(example)
+        user, _ = render_user_message(example.notification, qwen3_tokenizer, 64)
+        assert qwen3_tokenizer.decode(list(item.prompt)) == render_prompt(qwen3_tokenizer, user)
+    long = encoder.encode(EXAMPLES[3])
+    assert render_user_message(EXAMPLES[3].notification, qwen3_tokenizer, 64)[1]  # it was cut
+    assert len(long.prompt) < 200 + 64
+
+
+def test_label_token_positions(encoder: Encoder, qwen3_tokenizer: Any) -> None:
+    for example in EXAMPLES:
+        item = encoder.encode(example)
+        folder = qwen3_tokenizer.decode([item.trained[i] for i in item.folder_positions])
+        priority = qwen3_tokenizer.decode([item.trained[i] for i in item.priority_positions])
+        assert folder.strip() == example.folder and priority.strip() == str(example.priority)
+
+
+class PerfectPredictor(torch.nn.Module):
+    """Logits whose argmax at position t is the input token at t + 1 (and a fixed token at the end)."""
+
+    def forward(self, input_ids: torch.Tensor, logits_to_keep: int, **_: Any) -> SimpleNamespace:
+        nxt = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)[:, -logits_to_keep:]
+        logits = torch.full((*nxt.shape, 151_936), -30.0)
+        logits.scatter_(2, nxt.unsqueeze(-1), 30.0)
+        return SimpleNamespace(logits=logits)
+
+
+def test_batch_loss_scores_exactly_the_trained_tokens(encoder: Encoder, qwen3_tokenizer: Any) -> None:
+    items = [encoder.encode(e) for e in EXAMPLES]
+    batch = collate(items, qwen3_tokenizer.pad_token_id, label_weights(items, "none"))
+    trained_per_row = [len(item.trained) for item in items]
+    assert int((batch.labels != IGNORE).sum()) == sum(trained_per_row)
+    for row, item in enumerate(items):  # left padding: every row's completion ends in the last column
+        assert batch.input_ids[row, -len(item.tail):].tolist() == list(item.tail)
+        kept = batch.labels[row][batch.labels[row] != IGNORE].tolist()
+        assert kept == list(item.trained)
+    loss, weight, correct, tokens = batch_loss(PerfectPredictor(), batch, torch.device("cpu"))
+    assert tokens == sum(trained_per_row) and correct == tokens and float(weight) == tokens
+    assert float(loss) / tokens < 1e-6
+
+
+def test_weighted_label_tokens_and_balanced_sampling(encoder: Encoder) -> None:
+    items = [encoder.encode(e) for e in [*EXAMPLES, EXAMPLES[1], EXAMPLES[1]]]
+    weights = label_weights(items, "balanced")
+    assert weights["1"] == pytest.approx(6 / (3 * 3)) and weights["3"] == pytest.approx(6 / (3 * 2))
+    row = token_weights(items[0], weights)
+    assert row[items[0].priority_positions[0]] == pytest.approx(weights["2"])
+    assert row.count(1.0) == len(row) - len(items[0].folder_positions) - 1
+    assert set(label_weights(items, "none").values()) == {1.0}
+    order = epoch_order(items * 200, "balanced", random.Random(0))
+    shares = Counter((items * 200)[i].priority for i in order)
+    assert all(abs(count / len(order) - 1 / 3) < 0.05 for count in shares.values())
+    assert sorted(epoch_order(items, "natural", random.Random(0))) == list(range(len(items)))
