@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import structlog
 
 LIBRARY_LEVEL = logging.WARNING  # aiokafka is chatty at info (every rebalance step); keep its warnings
+# While a broker is down aiokafka repeats the same warnings about ten times a second; one of each per
+# interval is enough (the worker's own broker_unreachable events say what is going on).
+LIBRARY_REPEAT_INTERVAL_S = 30.0
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -52,4 +57,28 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
-    logging.getLogger("aiokafka").setLevel(max(LIBRARY_LEVEL, _LEVELS[level]))
+    library = logging.getLogger("aiokafka")
+    library.setLevel(max(LIBRARY_LEVEL, _LEVELS[level]))
+    handler.addFilter(RepeatFilter("aiokafka", LIBRARY_REPEAT_INTERVAL_S))
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one record per (logger, message template) through per interval, for loggers under ``prefix``."""
+
+    def __init__(self, prefix: str, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            return False
+        self._last[key] = now
+        return True

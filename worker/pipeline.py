@@ -153,19 +153,20 @@ class Pipeline:
             self.metrics.in_flight.set(self.tracker.in_flight)
 
     def _apply_backpressure(self) -> int:
-        """Pause all partitions while in-flight work is at the bound, resume below it; returns the room left."""
-        room = self.settings.max_in_flight - self.tracker.in_flight
+        """Pause all partitions when in-flight work reaches the bound; resume once it is down to half.
+
+        Returns the room left under the bound (the most records the next poll may bring).
+        """
+        in_flight, bound = self.tracker.in_flight, self.settings.max_in_flight
         assigned, paused = self.kafka.assignment(), self.kafka.paused()
-        if room <= 0 and assigned - paused:
-            if not paused:
-                log.info("backpressure_pause", in_flight=self.tracker.in_flight,
-                         bound=self.settings.max_in_flight)
+        if in_flight >= bound and assigned - paused:
+            log.debug("backpressure_pause", in_flight=in_flight, bound=bound)
             self.kafka.pause(assigned - paused)
-        elif room > 0 and paused:
-            log.info("backpressure_resume", in_flight=self.tracker.in_flight)
+        elif paused and in_flight <= bound // 2:
+            log.debug("backpressure_resume", in_flight=in_flight, bound=bound)
             self.kafka.resume(paused)
         self.metrics.paused_partitions.set(len(self.kafka.paused()))
-        return room
+        return bound - in_flight
 
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
         state = self._state_for(TopicPartition(record.topic, record.partition), record.offset)

@@ -1,0 +1,234 @@
+"""Helpers for broker tests: produce, read topics, committed offsets, worker subprocesses, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from worker.embedded_broker import free_port
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of one test's topics and consumer group."""
+
+    input: str
+    output: str
+    dlq: str
+    group: str
+
+    def env(self, bootstrap: str) -> dict[str, str]:
+        return {
+            "NOTIF_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "NOTIF_INPUT_TOPIC": self.input,
+            "NOTIF_OUTPUT_TOPIC": self.output, "NOTIF_DLQ_TOPIC": self.dlq, "NOTIF_GROUP_ID": self.group,
+            "NOTIF_PRODUCER_IDEMPOTENCE": "false",
+        }
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str,
+                     interval_s: float = 0.1) -> None:
+    """Poll an async condition until it holds; fail with ``what`` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class Sent:
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+
+
+async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]],
+                  headers: Sequence[tuple[str, bytes]] = (), partitions: int | None = None) -> list[Sent]:
+    """Send messages (round-robin over partitions when given) and return where each landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for index, (key, value) in enumerate(messages):
+            partition = index % partitions if partitions else None
+            futures.append(await producer.send(topic, value=value, key=key, headers=list(headers),
+                                               partition=partition))
+        metadata = [await future for future in futures]
+    finally:
+        await producer.stop()
+    return [Sent(key, value, md.partition, md.offset) for (key, value), md in zip(messages, metadata, strict=True)]
+
+
+def notification_messages(count: int, prefix: str = "n") -> list[tuple[bytes | None, bytes | None]]:
+    """Valid JSON notifications with ids prefix0..prefixN, keyed by id."""
+    return [(f"{prefix}{i}".encode(), json.dumps({"id": f"{prefix}{i}", "title": f"message {i}"}).encode())
+            for i in range(count)]
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        return [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
+    finally:
+        await producer.stop()
+
+
+class TopicReader:
+    """Reads a topic from the beginning (no group) and keeps every record it has seen.
+
+    Counting records by reading, not by end offsets: Tansu's ListOffsets answers are not exact.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> TopicReader:
+        partitions = await partitions_of(self.bootstrap, self.topic)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest")
+        await self._consumer.start()
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def poll(self, timeout_ms: int = 100) -> int:
+        """Read what is there now; returns the number of records seen so far."""
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        self.records.extend(record for batch in batches.values() for record in batch)
+        return len(self.records)
+
+    async def read_until(self, at_least: int, timeout_s: float) -> list[ConsumerRecord[bytes, bytes]]:
+        async def enough() -> bool:
+            return await self.poll() >= at_least
+
+        await eventually(enough, timeout_s, f"{at_least} records in {self.topic} (have {len(self.records)})",
+                         interval_s=0)
+        return self.records
+
+    async def settle(self, quiet_s: float = 1.0) -> list[ConsumerRecord[bytes, bytes]]:
+        """Keep reading until nothing new arrives for quiet_s (to see duplicates, if any)."""
+        seen = -1
+        while seen != len(self.records):
+            seen = len(self.records)
+            await self.poll(int(quiet_s * 1000))
+        return self.records
+
+
+async def read_all(bootstrap: str, topic: str, *, at_least: int, timeout_s: float = 30.0,
+                   quiet_s: float = 0.5) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic, once there are at least ``at_least`` and no more keep coming."""
+    async with TopicReader(bootstrap, topic) as reader:
+        await reader.read_until(at_least, timeout_s)
+        return await reader.settle(quiet_s)
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset of each partition (0 where none)."""
+    partitions = await partitions_of(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        result = {}
+        for tp in partitions:
+            result[tp.partition] = await consumer.committed(tp) or 0
+    finally:
+        await consumer.stop()
+    return result
+
+
+class WorkerProcess:
+    """`python -m worker serve` as a real subprocess, logging to a file, with its HTTP port."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, args: Sequence[str] = ("--instant-classifier",)):
+        self.port = free_port()
+        self.env = {**os.environ, "NOTIF_METRICS_PORT": str(self.port), "NOTIF_METRICS_HOST": "127.0.0.1",
+                    "NOTIF_LOG_FORMAT": "json", **env}
+        self.args = list(args)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "worker", "serve", *self.args], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of an HTTP GET; (0, error) when nothing answers."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
+
+    async def status(self, path: str) -> int:
+        return (await asyncio.to_thread(self.get, path))[0]
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        async def ready() -> bool:
+            assert self.alive, f"worker exited: {self.log_tail()}"
+            return await self.status("/readyz") == 200
+        await eventually(ready, timeout_s, "worker /readyz == 200")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    async def wait_exit(self, timeout_s: float) -> int:
+        assert self.process is not None
+        process = self.process
+        await eventually(lambda: _done(process), timeout_s, "worker exit")
+        return int(process.returncode)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait(10)
+
+    def log_tail(self, size: int = 6000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-size:]
+
+    def events(self) -> list[dict[str, Any]]:
+        """The worker's JSON log events (non-JSON lines skipped)."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+
+async def _done(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is not None
