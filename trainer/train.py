@@ -174,11 +174,12 @@ def _trainable_model(config: TrainConfig, setup: Setup) -> Any:
         model = load_base_model(setup.settings, setup.device, setup.dtype)
     except ModelLoadError as exc:
         raise TrainingError(str(exc)) from exc
+    checkpointing = {"use_reentrant": False}  # the reentrant variant breaks DDP with frozen inputs
     if config.quantization == "nf4":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=checkpointing)
     elif config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
     model.config.use_cache = False
     return get_peft_model(model, lora_config(config))

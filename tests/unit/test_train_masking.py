@@ -36,7 +36,7 @@ def test_trained_tokens_are_exactly_the_answer_and_end_token(encoder: Encoder, q
         trained = [t for t, label in zip(item.input_ids, item.labels, strict=True) if label != IGNORE]
         answer = format_answer(example.folder, example.priority)
         assert qwen3_tokenizer.decode(trained) == answer + EOS_TOKEN
-        assert trained == qwen3_tokenizer.encode(answer, add_special_tokens=False) + [encoder.eos_id]
+        assert trained == [*qwen3_tokenizer.encode(answer, add_special_tokens=False), encoder.eos_id]
         assert qwen3_tokenizer.decode(list(item.tail)) == "\n"  # the template's newline is not trained
 
 
