@@ -151,34 +151,39 @@ class Classifier:
         mask = torch.ones(len(rows), start, dtype=torch.long, device=self.device)
         while any(row.pending for row in rows):
             logits, mask = self._feed(rows, cache, mask)  # [B, V]
-            for row, row_logits in zip(rows, logits, strict=True):
-                if row.node.leaf is None:
-                    self._branch(row, row_logits)
+            self._branch_all(rows, logits)
         return [(*row.node.leaf, row.confidence) for row in rows if row.node.leaf is not None]
 
-    def _branch(self, row: _Row, logits: torch.Tensor) -> None:
-        choices = row.node.choices
-        token, prob = choose(row.node, logits[choices].float().tolist())
-        row.confidence[row.node.decision] *= prob
-        chain, row.node = forced_chain(row.node.children[token])
-        row.pending = [token, *chain] if row.node.leaf is None else []
+    def _branch_all(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Take every row's greedy choice; only the logits of allowed tokens leave the device, in one copy."""
+        active = [row for row in rows if row.node.leaf is None]
+        union = sorted({token for row in active for token in row.node.choices})
+        column = {token: i for i, token in enumerate(union)}
+        picked = logits[:, union].float().cpu().tolist()  # [B, len(union)]
+        for row, row_logits in zip(rows, picked, strict=True):
+            if row.node.leaf is not None:
+                continue
+            choices = row.node.choices
+            token, prob = choose(row.node, [row_logits[column[t]] for t in choices])
+            row.confidence[row.node.decision] *= prob
+            chain, row.node = forced_chain(row.node.children[token])
+            row.pending = [token, *chain] if row.node.leaf is None else []
 
     def _feed(self, rows: list[_Row], cache: Any, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append each row's pending tokens (left-padded to a common width); logits after the last one."""
         width = max(len(row.pending) for row in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        step_mask = torch.zeros(len(rows), width, dtype=torch.long)
-        positions = torch.zeros(len(rows), width, dtype=torch.long)
-        for r, row in enumerate(rows):
-            n = len(row.pending)
-            if n:
-                ids[r, width - n:] = torch.tensor(row.pending)
-                step_mask[r, width - n:] = 1
-            positions[r] = torch.arange(row.position - (width - n), row.position + n).clamp(min=0)
-            row.position += n
+        ids, step_mask, positions = [], [], []
+        for row in rows:
+            pad = width - len(row.pending)
+            ids.append([self.pad_id] * pad + row.pending)
+            step_mask.append([0] * pad + [1] * len(row.pending))
+            positions.append([max(row.position - pad + i, 0) for i in range(width)])
+            row.position += len(row.pending)
             row.pending = []
-        mask = torch.cat([mask, step_mask.to(self.device)], dim=1)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions.to(self.device),
+        device = self.device
+        mask = torch.cat([mask, torch.tensor(step_mask, device=device)], dim=1)
+        out = self.model(input_ids=torch.tensor(ids, device=device), attention_mask=mask,
+                         position_ids=torch.tensor(positions, device=device),
                          use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
         return out.logits[:, -1, :], mask
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES = (
     "worker.offline",
     "worker.settings_cli",
+    "worker.bench",
     "worker.demo",
     "worker.serve",
 )

@@ -103,6 +103,8 @@ def build_random_qwen3(
             for param in model.parameters():
                 if param.dim() == 2:
                     param.normal_(0.0, TINY_INIT_STD)
+    else:
+        model.to(torch.bfloat16)  # half the bytes on disk; the real checkpoint is bf16 too
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))

@@ -49,7 +49,7 @@ def restricted_greedy(classifier: Classifier, notification: Notification) -> tup
     """The reference definition: HF generate, greedy, allowed tokens limited to the valid answers' trie."""
     user, _ = render_user_message(notification, classifier.tokenizer, classifier.settings.max_input_tokens)
     ids = classifier.tokenizer(render_prompt(classifier.tokenizer, user), return_tensors="pt",
-                               add_special_tokens=False).input_ids
+                               add_special_tokens=False).input_ids.to(classifier.device)
     start = ids.shape[1]
     out = classifier.model.generate(
         ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=24,

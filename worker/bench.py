@@ -1,0 +1,278 @@
+"""`notif-worker bench classifier`: throughput and latency of the two decoding modes, per model variant.
+
+Same notifications, same model, one run: constrained scoring vs free generation (the reference's way) at
+several batch sizes, for NF4, bf16 and a merged adapter. Prints a table, writes JSON and a plot.
+Without --model it builds a random-weight Qwen3 from its config (tiny, or the full 0.6B architecture):
+speed does not depend on the weight values, and the tokenizer is the real one, so token counts are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.contract import Notification, notification_from_fields, valid_answers
+from worker.settings import Settings
+
+# The canonical answer is 12 tokens + <|im_end|>: what a trained model generates. A random-weight model
+# never stops by itself, so generation is capped at that length to time what the reference paid.
+ANSWER_TOKENS = 13
+VARIANTS = ("nf4", "bf16", "merged")
+
+
+@dataclass
+class Row:
+    variant: str
+    mode: str
+    batch_size: int
+    items: int
+    items_per_s: float
+    prompt_tokens_per_s: float
+    p50_ms: float
+    p99_ms: float
+    parse_failures: int
+    disagreements: int | None = None
+
+
+def register_classifier(subparsers: Any) -> None:
+    parser = subparsers.add_parser("classifier", help="constrained vs generate, per variant and batch size")
+    parser.add_argument("--model", help="hub id or directory; default: a random-weight Qwen3 of --size")
+    parser.add_argument("--size", choices=["tiny", "0.6b"], default="tiny", help="random model architecture")
+    parser.add_argument("--variants", default="nf4,bf16", help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--quantization", choices=["nf4", "none"], help="shorthand: only this variant")
+    parser.add_argument("--lora", action="store_true", help="serve through a random LoRA adapter (r=16, 7 modules)")
+    parser.add_argument("--adapter", help="a real adapter directory instead of --lora")
+    parser.add_argument("--modes", default="constrained,generate", help="decoding modes to compare")
+    parser.add_argument("--batch-sizes", default="1,8,64", help="comma list")
+    parser.add_argument("--n", type=int, default=128, help="notifications per configuration (at most)")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="time cap per configuration")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--plot", help="write items/s vs batch size here (PNG)")
+    parser.set_defaults(func=run_classifier)
+
+
+def run_classifier(args: argparse.Namespace) -> int:
+    from worker.devmodels import build_random_qwen3, cache_root
+
+    variants = ["nf4" if args.quantization == "nf4" else "bf16"] if args.quantization else args.variants.split(",")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    modes = args.modes.split(",")
+    model = args.model or str(build_random_qwen3(cache_root() / "models" / f"qwen3-{args.size}-seed0", size=args.size))
+    adapter = args.adapter or (_random_adapter(model) if args.lora else None)
+    notifications = bench_notifications(max(args.n, max(batch_sizes)))
+    report: dict[str, Any] = {"machine": machine(), "model": args.model or f"random Qwen3 ({args.size})",
+                              "adapter": adapter and ("random LoRA r=16" if args.lora else adapter), "rows": []}
+    print(f"machine: {report['machine']}", file=sys.stderr)
+    report["errors"] = {}
+    for variant in variants:
+        settings = _variant_settings(variant, model, adapter, args.device)
+        try:
+            rows = bench_variant(settings, variant, modes, batch_sizes, notifications, args.max_seconds)
+        except Exception as exc:  # one broken variant (e.g. no 4-bit kernels) must not hide the others
+            report["errors"][variant] = f"{type(exc).__name__}: {exc}"
+            print(f"  {variant}: FAILED {report['errors'][variant]}", file=sys.stderr)
+            continue
+        report["rows"].extend(asdict(row) for row in rows)
+    print_table(report["rows"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        plot(report, Path(args.plot))
+    return 0
+
+
+def bench_notifications(n: int) -> list[Notification]:
+    """Realistic notifications (the trainer's synthetic generator), the same every run."""
+    from trainer.synth import iter_raw_notifications
+
+    stream = iter_raw_notifications(seed=1234)
+    return [notification_from_fields(next(stream)) for _ in range(n)]
+
+
+def bench_variant(settings: Settings, variant: str, modes: list[str], batch_sizes: list[int],
+                  notifications: list[Notification], max_seconds: float) -> list[Row]:
+    """Load the variant's model once; time every (mode, batch size); count cross-mode disagreements."""
+    from worker.classifier import Classifier
+    from worker.modeling import load_model
+
+    loaded = load_model(settings)
+    rows: list[Row] = []
+    for batch_size in batch_sizes:
+        answers: dict[str, list[tuple[str, int]]] = {}
+        for mode in modes:
+            classifier = Classifier(loaded, settings.with_overrides(
+                decoding=mode, max_batch_size=batch_size, max_batch_tokens=10**9, max_new_tokens=ANSWER_TOKENS))
+            row, answers[mode] = time_configuration(classifier, variant, mode, batch_size, notifications,
+                                                    max_seconds)
+            rows.append(row)
+            print(f"  {variant:7s} {mode:11s} b={batch_size:<4d} {row.items_per_s:9.1f} items/s  "
+                  f"p50 {row.p50_ms:8.1f} ms", file=sys.stderr, flush=True)
+        if len(answers) == 2:
+            first, second = answers.values()
+            common = min(len(first), len(second))
+            rows[-1].disagreements = sum(a != b for a, b in zip(first[:common], second[:common], strict=True))
+    del loaded
+    _free_gpu()
+    return rows
+
+
+def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int,
+                       notifications: list[Notification], max_seconds: float) -> tuple[Row, list[tuple[str, int]]]:
+    classifier.classify(notifications[:batch_size])  # warm-up: allocator, kernels, the prefix cache
+    latencies: list[float] = []
+    answers: list[tuple[str, int]] = []
+    tokens = parse_failures = 0
+    budget_end = time.perf_counter() + max_seconds
+    for start in range(0, len(notifications) - batch_size + 1, batch_size):
+        chunk = notifications[start:start + batch_size]
+        _sync()
+        began = time.perf_counter()
+        results = classifier.classify(chunk)
+        _sync()
+        latencies.append(time.perf_counter() - began)
+        tokens += sum(classifier.count_tokens(n) for n in chunk)
+        answers.extend((r.folder, r.priority) for r in results)
+        parse_failures += sum(r.decoding == "generate_fallback" for r in results)
+        if time.perf_counter() > budget_end and len(latencies) >= 3:
+            break
+    total = sum(latencies)
+    ordered = sorted(latencies)
+    return Row(
+        variant=variant, mode=mode, batch_size=batch_size, items=len(answers),
+        items_per_s=round(len(answers) / total, 2), prompt_tokens_per_s=round(tokens / total, 1),
+        p50_ms=round(statistics.median(ordered) * 1000, 2),
+        p99_ms=round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 2),
+        parse_failures=parse_failures,
+    ), answers
+
+
+def _variant_settings(variant: str, model: str, adapter: str | None, device: str) -> Settings:
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if variant == "merged" and adapter is None:
+        raise SystemExit("the merged variant needs --lora or --adapter")
+    values: dict[str, Any] = {"model": model, "adapter": adapter, "device": device, "max_input_tokens": 384,
+                              "quantization": "nf4" if variant == "nf4" else "none",
+                              "merge_adapter": variant == "merged"}
+    if variant != "nf4":
+        values["dtype"] = "bfloat16" if _cuda() else "float32"
+    return Settings.model_validate(values)
+
+
+def _random_adapter(model: str) -> str:
+    """A LoRA adapter of the reference's shape with random weights, saved once next to the model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from worker.contract import contract_fingerprint
+    from worker.modeling import CONTRACT_FILE
+
+    out = Path(model).with_name(Path(model).name + "-lora-r16")
+    if (out / CONTRACT_FILE).is_file():
+        return str(out)
+    base = AutoModelForCausalLM.from_pretrained(model)
+    config = LoraConfig(r=16, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    get_peft_model(base, config).save_pretrained(str(out))
+    (out / CONTRACT_FILE).write_text(json.dumps(contract_fingerprint()))
+    return str(out)
+
+
+def machine() -> dict[str, str]:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
+            "answers": str(len(valid_answers()))}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("variant", "mode", "batch", "items/s", "prompt tok/s", "p50 ms", "p99 ms", "fallbacks", "disagree")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        disagree = "" if r["disagreements"] is None else str(r["disagreements"])
+        print(f"| {r['variant']} | {r['mode']} | {r['batch_size']} | {r['items_per_s']:.1f} | "
+              f"{r['prompt_tokens_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['parse_failures']} | "
+              f"{disagree} |")
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        for batch in dict.fromkeys(r["batch_size"] for r in rows):
+            speed = {r["mode"]: r["items_per_s"] for r in rows if r["variant"] == variant and r["batch_size"] == batch}
+            if len(speed) == 2 and speed.get("generate"):
+                print(f"speedup {variant} b={batch}: constrained/generate = "
+                      f"{speed['constrained'] / speed['generate']:.1f}x")
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = report["rows"]
+    for key in dict.fromkeys((r["variant"], r["mode"]) for r in rows):
+        points = [(r["batch_size"], r["items_per_s"]) for r in rows if (r["variant"], r["mode"]) == key]
+        ax.plot(*zip(*points, strict=True), marker="o", linestyle="-" if key[1] == "constrained" else "--",
+                label=f"{key[0]} / {key[1]}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("notifications / s")
+    machine_info = report["machine"]
+    device = machine_info["gpu"] if machine_info["gpu"] != "none" else machine_info["cpu"]
+    ax.set_title(f"{report['model']} on {device}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _free_gpu() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (classifier, pipeline)")
+    inner = parser.add_subparsers(dest="bench", required=True)
+    register_classifier(inner)
+    try:
+        from worker.bench_pipeline import register_pipeline
+    except ImportError:
+        return
+    register_pipeline(inner)
