@@ -180,7 +180,12 @@ class Pipeline:
         except InvalidNotification as exc:
             self._dead_letter(work, exc.reason, exc.message)
             return
-        work.tokens = self.classifier.count_tokens(work.notification)
+        try:
+            work.tokens = self.classifier.count_tokens(work.notification)
+        except Exception as exc:  # the tokenizer is part of the model: its failure is an inference error
+            self._model_failed(1, exc)
+            self._dead_letter(work, INFERENCE_ERROR, describe(exc))
+            return
         self.queue.put(work)
 
     def _state_for(self, partition: TopicPartition, offset: int) -> PartitionOffsets | None:

@@ -27,6 +27,11 @@ MAX_BYTES = 256
 class PoisonClassifier(InstantClassifier):
     """Raises on any batch holding a notification titled 'poison', as a model out of memory would."""
 
+    def count_tokens(self, notification: Notification) -> int:
+        if notification.title == "untokenizable":
+            raise ValueError("tokenizer failed")
+        return super().count_tokens(notification)
+
     def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
         if any(n.title == "poison" for n in notifications):
             raise RuntimeError("CUDA out of memory")
@@ -54,6 +59,7 @@ INVALID: list[tuple[bytes | None, bytes | None, str]] = [
     (b"num", b'{"title": 5}', "wrong_type"),
     (None, b'{"app": "x", "title": "  "}', "missing_text"),
     (b"poison-key", json.dumps({"id": "p1", "title": "poison"}).encode(), "inference_error"),
+    (b"token-key", json.dumps({"id": "p2", "title": "untokenizable"}).encode(), "inference_error"),
 ]
 
 
@@ -121,8 +127,9 @@ def expect_dead_letters(dead: Sequence, sent: Sequence[Sent], source_topic: str)
         assert headers["notif.error.reason"] == reason.encode()
         assert headers["notif.error.message"]
         assert headers["notif.source.topic"] == source_topic.encode()
-    poison = next(r for r in dead if dict(r.headers)["notif.error.reason"] == b"inference_error")
-    assert dict(poison.headers)["notif.error.message"] == b"RuntimeError: CUDA out of memory"
+    messages = {r.key: dict(r.headers)["notif.error.message"] for r in dead}
+    assert messages[b"poison-key"] == b"RuntimeError: CUDA out of memory"
+    assert messages[b"token-key"] == b"ValueError: tokenizer failed"
 
 
 def expect_metrics(registry: CollectorRegistry) -> None:
