@@ -1,0 +1,362 @@
+"""`notif-worker bench latency`: a worker subprocess under a fixed-rate producer, latency and lag at each rate.
+
+The worker is `notif-worker serve` itself (instant classifier, optionally with a per-batch delay that
+stands in for model time, or a real model via --model). For each rate, ascending, the producer sends
+at that rate for --seconds; p50/p95/p99 come from the worker's own notif_end_to_end_latency_seconds
+histogram (the phase's share: scraped before and after, buckets subtracted, interpolated like
+PromQL's histogram_quantile); lag is messages sent minus results and dead letters the worker counted,
+sampled while producing. A rate saturates the worker when the lag grows by more than 10% of the rate
+per second; the run stops after the first such rate (higher ones would only grow it faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.bench_pipeline import PARTITIONS, Message, add_broker_flags, bench_messages, broker_address
+from worker.embedded_broker import create_topics_async, free_port
+from worker.logging import configure_logging
+
+LATENCY_METRIC = "notif_end_to_end_latency_seconds"
+DONE_METRICS = ("notif_classifications", "notif_dead_letters")
+SAMPLE_INTERVAL_S = 0.25
+TICK_S = 0.005
+GROWTH_FRACTION = 0.1  # lag growing faster than this share of the offered rate = saturated
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 40.0
+WARMUP_MESSAGES = 200
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """What one /metrics read tells the benchmark: results so far and the latency histogram."""
+
+    done: float
+    buckets: list[tuple[float, float]]  # (upper bound, cumulative count), ascending, +Inf last
+
+
+@dataclass
+class Feed:
+    """The fixed-rate producer's progress (read by the lag sampler while it runs)."""
+
+    sent: int = 0
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the phase, lag)
+
+
+def register_latency(subparsers: Any) -> None:
+    parser = subparsers.add_parser("latency", help="worker subprocess under fixed-rate load: p50/p95/p99, lag")
+    add_broker_flags(parser)
+    parser.add_argument("--rates", default="250,500,1000,2000,4000", help="msgs/s, comma list (run ascending)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each rate is offered")
+    parser.add_argument("--instant-delay-ms", type=float, default=0.0,
+                        help="instant classifier: pretend each model call takes this long")
+    parser.add_argument("--model", help="serve a real model instead: a directory, a hub id, or `tiny` "
+                                        "(the random-weight tiny Qwen3, CPU, no quantization)")
+    parser.add_argument("--plot", help="write latency and throughput vs offered rate here (PNG)")
+    parser.set_defaults(func=run_latency)
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    from worker.bench import machine
+
+    configure_logging("warning")
+    rates = sorted(float(rate) for rate in args.rates.split(","))
+    report: dict[str, Any] = {"machine": machine(), "broker": args.bootstrap or "embedded Tansu",
+                              "classifier": _classifier_name(args), "seconds_per_rate": args.seconds}
+    print(f"machine: {report['machine']}", file=sys.stderr)
+    with broker_address(args.bootstrap) as bootstrap:
+        report |= asyncio.run(bench_latency(bootstrap, rates, seconds=args.seconds, idempotent=args.idempotent,
+                                            serve_args=_serve_args(args)))
+    print_latency(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        plot_latency(report, Path(args.plot))
+    return 0
+
+
+def _classifier_name(args: argparse.Namespace) -> str:
+    if args.model:
+        return f"model {args.model}"
+    return f"instant, {args.instant_delay_ms:g} ms per batch"
+
+
+def _serve_args(args: argparse.Namespace) -> list[str]:
+    if args.model == "tiny":
+        from worker.devmodels import build_random_qwen3, cache_root
+
+        path = build_random_qwen3(cache_root() / "models" / "qwen3-tiny-seed0", size="tiny")
+        return ["--model", str(path), "--quantization", "none", "--device", "cpu"]
+    if args.model:
+        return ["--model", args.model]
+    return ["--instant-classifier", "--instant-delay-ms", str(args.instant_delay_ms)]
+
+
+async def bench_latency(bootstrap: str, rates: Sequence[float], *, seconds: float, idempotent: bool,
+                        serve_args: list[str]) -> dict[str, Any]:
+    """Offer each rate in turn to one worker subprocess; stop after the first rate that saturates it."""
+    suffix = uuid.uuid4().hex[:10]
+    topics = {"input": f"lat-raw-{suffix}", "output": f"lat-out-{suffix}", "dlq": f"lat-dlq-{suffix}"}
+    await create_topics_async(bootstrap, list(topics.values()), PARTITIONS)
+    env = {"NOTIF_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "NOTIF_INPUT_TOPIC": topics["input"],
+           "NOTIF_OUTPUT_TOPIC": topics["output"], "NOTIF_DLQ_TOPIC": topics["dlq"],
+           "NOTIF_GROUP_ID": f"lat-{suffix}", "NOTIF_PRODUCER_IDEMPOTENCE": str(idempotent).lower()}
+    messages = bench_messages(2_000)
+    phases: list[dict[str, Any]] = []
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=idempotent, linger_ms=1)
+    await producer.start()
+    try:
+        with worker_subprocess(env, serve_args) as worker:
+            await worker.wait_ready()
+            total = await warm_up(producer, topics["input"], messages, worker)
+            for rate in rates:
+                phase = await run_phase(producer, topics["input"], messages, worker, rate=rate, seconds=seconds,
+                                        sent_before=total)
+                total += phase["sent"]
+                phases.append(phase)
+                print(f"  {rate:7.0f} msgs/s offered: p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, "
+                      f"lag {phase['lag_slope_per_s']:+.0f}/s", file=sys.stderr, flush=True)
+                if phase["saturated"]:
+                    break
+    finally:
+        await producer.stop()
+    saturated = [phase["rate"] for phase in phases if phase["saturated"]]
+    return {"phases": phases, "saturation_rate": saturated[0] if saturated else None,
+            "max_done_per_s": max(phase["done_per_s"] for phase in phases)}
+
+
+async def warm_up(producer: AIOKafkaProducer, topic: str, messages: Sequence[Message],
+                  worker: WorkerSubprocess) -> int:
+    """Send a few messages and wait for their results (connections, caches); returns how many were sent."""
+    for key, value in messages[:WARMUP_MESSAGES]:
+        await producer.send(topic, key=key, value=value)
+    await producer.flush()
+    await drain(worker, WARMUP_MESSAGES, timeout_s=READY_TIMEOUT_S)
+    return WARMUP_MESSAGES
+
+
+async def run_phase(producer: AIOKafkaProducer, topic: str, messages: Sequence[Message], worker: WorkerSubprocess,
+                    *, rate: float, seconds: float, sent_before: int) -> dict[str, Any]:
+    """Offer `rate` msgs/s for `seconds`, then wait for the backlog to clear; the phase's figures."""
+    before = await worker.scrape()
+    feed = Feed()
+    sampler = asyncio.create_task(sample_lag(worker, feed, sent_before))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while (elapsed := loop.time() - start) < seconds:
+        for _ in range(int(elapsed * rate) - feed.sent):
+            key, value = messages[(sent_before + feed.sent) % len(messages)]
+            await producer.send(topic, key=key, value=value)
+            feed.sent += 1
+        await asyncio.sleep(TICK_S)
+    elapsed = loop.time() - start
+    sampler.cancel()
+    at_end = await worker.scrape()
+    await producer.flush()
+    drain_s = await drain(worker, sent_before + feed.sent, timeout_s=max(10.0, 3 * seconds))
+    after = await worker.scrape()
+    latencies = subtract(after.buckets, before.buckets)
+    slope = lag_slope(feed.samples)
+    return {
+        "rate": rate, "sent": feed.sent, "sent_per_s": round(feed.sent / elapsed, 1),
+        "done_per_s": round((at_end.done - before.done) / elapsed, 1),
+        "lag_slope_per_s": round(slope, 1), "lag_max": max((lag for _, lag in feed.samples), default=0),
+        "saturated": slope > GROWTH_FRACTION * rate, "drain_s": drain_s,
+        "latency_count": int(latencies[-1][1]) if latencies else 0,
+        **{f"p{q}_ms": _ms(quantile(q / 100, latencies)) for q in (50, 95, 99)},
+    }
+
+
+async def sample_lag(worker: WorkerSubprocess, feed: Feed, sent_before: int) -> None:
+    """Every SAMPLE_INTERVAL_S: messages sent so far minus those the worker has finished."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        scrape = await worker.scrape()
+        feed.samples.append((loop.time() - start, sent_before + feed.sent - scrape.done))
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+
+async def drain(worker: WorkerSubprocess, total: int, *, timeout_s: float) -> float | None:
+    """Seconds until the worker has finished `total` messages; None if it did not within timeout_s."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while (await worker.scrape()).done < total:
+        if loop.time() - start > timeout_s:
+            return None
+        await asyncio.sleep(0.05)
+    return round(loop.time() - start, 3)
+
+
+def parse_metrics(text: str) -> Scrape:
+    """Finished messages (results + dead letters) and the end-to-end latency buckets of a /metrics page."""
+    done = 0.0
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(text):
+        if family.name in DONE_METRICS:
+            done += sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+        elif family.name == LATENCY_METRIC:
+            buckets = sorted((float(sample.labels["le"]), sample.value) for sample in family.samples
+                             if sample.name.endswith("_bucket"))
+    return Scrape(done=done, buckets=buckets)
+
+
+def subtract(after: Sequence[tuple[float, float]], before: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Bucket counts of what was observed between two scrapes."""
+    earlier = dict(before)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """The q-quantile of cumulative buckets, linear inside a bucket (as PromQL's histogram_quantile).
+
+    A quantile in the +Inf bucket is reported as the highest finite bound; None without observations.
+    """
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def lag_slope(samples: Sequence[tuple[float, float]]) -> float:
+    """Least-squares growth of the lag (messages per second) over the phase, its first quarter left out."""
+    if len(samples) < 2:
+        return 0.0
+    skip = samples[-1][0] / 4
+    kept = [sample for sample in samples if sample[0] >= skip]
+    if len(kept) < 2:
+        kept = list(samples)
+    times, lags = zip(*kept, strict=True)
+    return float(statistics.linear_regression(times, lags).slope)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+class WorkerSubprocess:
+    """`python -m worker serve` with its metrics port on 127.0.0.1, logging warnings to a temporary file."""
+
+    def __init__(self, env: dict[str, str], serve_args: list[str]) -> None:
+        self.port = free_port()
+        self._log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log")  # noqa: SIM115
+        full_env = {**os.environ, **env, "NOTIF_METRICS_PORT": str(self.port), "NOTIF_METRICS_HOST": "127.0.0.1",
+                    "NOTIF_LOG_FORMAT": "json", "NOTIF_LOG_LEVEL": "warning"}
+        self.process = subprocess.Popen([sys.executable, "-m", "worker", "serve", *serve_args], env=full_env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except OSError:
+            return 0, ""
+
+    async def wait_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT_S
+        while (await asyncio.to_thread(self.get, "/readyz"))[0] != 200:
+            if self.process.poll() is not None or loop.time() > deadline:
+                raise RuntimeError(f"the worker did not become ready: {self.log_tail()}")
+            await asyncio.sleep(0.2)
+
+    async def scrape(self) -> Scrape:
+        status, text = await asyncio.to_thread(self.get, "/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}: {self.log_tail()}")
+        return parse_metrics(text)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def log_tail(self, size: int = 3000) -> str:
+        with open(self._log.name, "rb") as handle:
+            return handle.read()[-size:].decode("utf-8", "replace")
+
+
+@contextmanager
+def worker_subprocess(env: dict[str, str], serve_args: list[str]) -> Iterator[WorkerSubprocess]:
+    worker = WorkerSubprocess(env, serve_args)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def print_latency(report: dict[str, Any]) -> None:
+    print(f"machine: CPU {report['machine']['cpu']}, GPU {report['machine']['gpu']}; broker {report['broker']}; "
+          f"classifier {report['classifier']}; {report['seconds_per_rate']:g} s per rate")
+    header = ("offered/s", "sent/s", "done/s", "p50 ms", "p95 ms", "p99 ms", "lag growth/s", "max lag", "saturated")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for p in report["phases"]:
+        print(f"| {p['rate']:.0f} | {p['sent_per_s']:.0f} | {p['done_per_s']:.0f} | {p['p50_ms']} | {p['p95_ms']} | "
+              f"{p['p99_ms']} | {p['lag_slope_per_s']:+.0f} | {p['lag_max']:.0f} | {'yes' if p['saturated'] else 'no'} |")
+    saturation = report["saturation_rate"]
+    print(f"saturation: {'none up to the highest rate' if saturation is None else f'{saturation:.0f} msgs/s'}; "
+          f"most finished per second: {report['max_done_per_s']:.0f}")
+
+
+def plot_latency(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = report["phases"]
+    rates = [p["rate"] for p in phases]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for q, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^:")):
+        left.plot(rates, [p[f"{q}_ms"] for p in phases], style, label=q)
+    left.set_yscale("log")
+    left.set_xlabel("offered messages / s")
+    left.set_ylabel("end-to-end latency, ms (worker histogram)")
+    left.legend()
+    right.plot(rates, [p["done_per_s"] for p in phases], "o-", label="finished / s")
+    right.plot(rates, rates, ":", color="gray", label="offered")
+    if report["saturation_rate"] is not None:
+        right.axvline(report["saturation_rate"], color="red", alpha=0.4, label="lag grows")
+    right.set_xlabel("offered messages / s")
+    right.set_ylabel("messages / s")
+    right.legend()
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{report['classifier']}; {report['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
