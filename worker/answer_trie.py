@@ -104,3 +104,76 @@ def walk(trie: AnswerTrie, tokens: Sequence[int], step_logits: Callable[[int, li
         if node.leaf is not None:
             return node.leaf, confidence
     return None
+
+
+@dataclass
+class FeedPlan:
+    """Every trie token that precedes a choice, laid out to be fed to the model in ONE pass.
+
+    The trunk (the forced opening, e.g. `{"folder": "`) ends where the folder is chosen. Each branch below
+    it (e.g. `Prom`, `otions`, `", "priority": `) is fed side by side: a token attends to the prompt, the
+    trunk and its own ancestors only (tree attention), with position ids as if it were the only branch.
+    One forward pass then yields the logits at every choice point: the answer of greedy decoding
+    restricted to the trie, without a second pass. Tokens after the last choice are never fed.
+    """
+
+    trunk: list[int]  # forced tokens from the root to the first choice
+    first: TrieNode  # the first choice
+    tokens: list[int] = field(default_factory=list)  # branch tokens, parents before children
+    parents: list[int] = field(default_factory=list)  # index of the parent token; -1 = the trunk's end
+    depths: list[int] = field(default_factory=list)  # 0 for a token right after the trunk
+    read_at: dict[int, int] = field(default_factory=dict)  # id(choice node) -> token index (-1 = trunk end)
+    choice_nodes: list[TrieNode] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, trie: AnswerTrie) -> FeedPlan:
+        trunk, first = forced_chain(trie.root)
+        plan = cls(trunk, first)
+        plan._add_choice(first, -1)
+        return plan
+
+    def _add_choice(self, node: TrieNode, read_index: int) -> None:
+        self.read_at[id(node)] = read_index
+        self.choice_nodes.append(node)
+        for token in node.choices:
+            self._add_edge(token, node.children[token], parent=read_index)
+
+    def _add_edge(self, token: int, node: TrieNode, parent: int) -> None:
+        """Feed `token` only when a choice lies below it (else it would only ever be forced)."""
+        chain, below = forced_chain(node)
+        if below.leaf is not None:
+            return
+        index = parent
+        for fed in [token, *chain]:
+            self.tokens.append(fed)
+            self.parents.append(index)
+            self.depths.append(0 if index < 0 else self.depths[index] + 1)
+            index = len(self.tokens) - 1
+        self._add_choice(below, index)
+
+    def ancestors(self) -> list[list[bool]]:
+        """[T, T]: may token i attend to token j (j is i or an ancestor of i)?"""
+        size = len(self.tokens)
+        allowed = [[False] * size for _ in range(size)]
+        for i in range(size):
+            j = i
+            while j >= 0:
+                allowed[i][j] = True
+                j = self.parents[j]
+        return allowed
+
+    def read_slots(self) -> list[int]:
+        """The token indices whose logits are needed, in a fixed order (-1 = the trunk's end)."""
+        return sorted(set(self.read_at.values()))
+
+
+def walk_plan(plan: FeedPlan, logits_at: Callable[[int, list[int]], list[float]]
+              ) -> tuple[tuple[str, int], dict[Decision, float]]:
+    """Greedy restricted decoding over a fed plan: `logits_at(read_index, choices)` gives a choice's logits."""
+    node = plan.first
+    confidence: dict[Decision, float] = {"folder": 1.0, "priority": 1.0}
+    while node.leaf is None:
+        token, prob = choose(node, logits_at(plan.read_at[id(node)], node.choices))
+        confidence[node.decision] *= prob
+        _, node = forced_chain(node.children[token])
+    return node.leaf, confidence

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import torch
 
-from worker.answer_trie import AnswerTrie, TrieNode, choose, forced_chain, walk
+from worker.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
 from worker.batching import plan_batches
 from worker.contract import (
     PRIORITY_LABELS,
@@ -49,16 +49,6 @@ class Prompt:
     truncated: bool
 
 
-@dataclass
-class _Row:
-    """Decoding state of one notification in the constrained walk."""
-
-    node: TrieNode
-    pending: list[int]  # tokens to feed before the next choice
-    position: int  # position id of the next token fed
-    confidence: dict[str, float]
-
-
 class Classifier:
     """Classify batches of notifications with one loaded model. Call it from one thread at a time."""
 
@@ -75,6 +65,11 @@ class Classifier:
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._lock = threading.Lock()
         self._cache_kwarg = _cache_kwarg(self.model)
+        self.plan = FeedPlan.of(self.trie)
+        self._slots = self.plan.read_slots()
+        self._choice_tokens = sorted({t for node in self.plan.choice_nodes for t in node.choices})
+        self._ancestors = torch.tensor(self.plan.ancestors(), dtype=torch.bool)
+        self._additive_mask = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
         self.prepare = lru_cache(maxsize=8192)(self._prepare)
 
     @classmethod
@@ -142,50 +137,46 @@ class Classifier:
     # --- constrained: walk the answer trie ----------------------------------------------------------------
 
     def score(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float]]]:
-        """Greedy decoding restricted to the valid answers, one forward pass per branch of the trie."""
-        root_chain, branch = forced_chain(self.trie.root)
+        """Greedy decoding restricted to the valid answers, in ONE forward pass (see FeedPlan)."""
+        plan = self.plan
+        trunks = [[*p.suffix_ids, *plan.trunk] for p in prompts]
+        lengths = [len(t) for t in trunks]
+        width = max(lengths)  # trunks are left-padded to this; the plan's tokens follow at the same columns
         start = len(self.prefix_ids)
-        rows = [_Row(branch, [*p.suffix_ids, *root_chain], start, {"folder": 1.0, "priority": 1.0})
-                for p in prompts]
-        cache = self._prefix_cache(len(rows))
-        mask = torch.ones(len(rows), start, dtype=torch.long, device=self.device)
-        while any(row.pending for row in rows):
-            logits, mask = self._feed(rows, cache, mask)  # [B, V]
-            self._branch_all(rows, logits)
-        return [(*row.node.leaf, row.confidence) for row in rows if row.node.leaf is not None]
-
-    def _branch_all(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        """Take every row's greedy choice; only the logits of allowed tokens leave the device, in one copy."""
-        active = [row for row in rows if row.node.leaf is None]
-        union = sorted({token for row in active for token in row.node.choices})
-        column = {token: i for i, token in enumerate(union)}
-        picked = logits[:, union].float().cpu().tolist()  # [B, len(union)]
-        for row, row_logits in zip(rows, picked, strict=True):
-            if row.node.leaf is not None:
-                continue
-            choices = row.node.choices
-            token, prob = choose(row.node, [row_logits[column[t]] for t in choices])
-            row.confidence[row.node.decision] *= prob
-            chain, row.node = forced_chain(row.node.children[token])
-            row.pending = [token, *chain] if row.node.leaf is None else []
-
-    def _feed(self, rows: list[_Row], cache: Any, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append each row's pending tokens (left-padded to a common width); logits after the last one."""
-        width = max(len(row.pending) for row in rows)
-        ids, step_mask, positions = [], [], []
-        for row in rows:
-            pad = width - len(row.pending)
-            ids.append([self.pad_id] * pad + row.pending)
-            step_mask.append([0] * pad + [1] * len(row.pending))
-            positions.append([max(row.position - pad + i, 0) for i in range(width)])
-            row.position += len(row.pending)
-            row.pending = []
+        ids = [[self.pad_id] * (width - n) + t + plan.tokens for t, n in zip(trunks, lengths, strict=True)]
+        positions = [[start] * (width - n) + list(range(start, start + n)) + [start + n + d for d in plan.depths]
+                     for n in lengths]
         device = self.device
-        mask = torch.cat([mask, torch.tensor(step_mask, device=device)], dim=1)
-        out = self.model(input_ids=torch.tensor(ids, device=device), attention_mask=mask,
+        mask = self._tree_mask(lengths, width)
+        keep = torch.tensor([width - 1 if slot < 0 else width + slot for slot in self._slots], device=device)
+        out = self.model(input_ids=torch.tensor(ids, device=device),
                          position_ids=torch.tensor(positions, device=device),
-                         use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
-        return out.logits[:, -1, :], mask
+                         attention_mask={"full_attention": mask, "sliding_attention": mask}, use_cache=True,
+                         logits_to_keep=keep, **{self._cache_kwarg: self._prefix_cache(len(prompts))})
+        picked = out.logits[:, :, self._choice_tokens].float().cpu().tolist()  # [B, slots, choice tokens]
+        slot_of = {slot: i for i, slot in enumerate(self._slots)}
+        column = {token: i for i, token in enumerate(self._choice_tokens)}
+        answers = []
+        for row in picked:
+            (folder, priority), confidence = walk_plan(plan, _reader(row, slot_of, column))
+            answers.append((folder, priority, confidence))
+        return answers
+
+    def _tree_mask(self, lengths: list[int], width: int) -> torch.Tensor:
+        """[B, 1, W, prefix + W] attention mask: causal over each trunk, tree-shaped over the plan's tokens."""
+        size = width + len(self.plan.tokens)
+        columns = torch.arange(size)
+        starts = width - torch.tensor(lengths)  # first real trunk column per row
+        real = (columns[None, :] >= starts[:, None]) & (columns[None, :] < width)  # [B, W] keys
+        causal = columns[None, :] <= columns[:, None]  # [W, W]: key <= query
+        local = real[:, None, :] & causal[None]  # [B, W, W]
+        local[:, width:, width:] = self._ancestors
+        prefix = torch.ones(len(lengths), size, len(self.prefix_ids), dtype=torch.bool)
+        mask = torch.cat([prefix, local], dim=-1)[:, None].to(self.device)
+        if self._additive_mask:
+            return torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
+                ~mask, torch.finfo(self.model.dtype).min)
+        return mask
 
     def _prefix_cache(self, batch: int) -> Any:
         """A fresh KV cache holding the system prefix for `batch` rows (the prefix is computed once)."""
@@ -241,6 +232,16 @@ class Classifier:
         if walked is None:  # parsed, but not the canonical token path: no per-branch probabilities
             return folder, priority, {"folder": None, "priority": None}, "generate"
         return folder, priority, dict(walked[1]), "generate"
+
+
+def _reader(row: list[list[float]], slot_of: dict[int, int], column: dict[int, int]
+            ) -> Callable[[int, list[int]], list[float]]:
+    """Logits of `choices` read at plan index `read`, from one row of the gathered logits."""
+
+    def logits_at(read: int, choices: list[int]) -> list[float]:
+        return [row[slot_of[read]][column[c]] for c in choices]
+
+    return logits_at
 
 
 def _cache_kwarg(model: Any) -> str:

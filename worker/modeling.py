@@ -86,7 +86,8 @@ def load_base_model(settings: Settings, device: torch.device, dtype: torch.dtype
     """The base causal LM on `device`, NF4-quantized or in `dtype`."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # sdpa: the classifier feeds its answer tree with a 4D attention mask, which flash kernels do not take.
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
     if settings.quantization == "nf4":
         kwargs["quantization_config"] = quantization_config(dtype)
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}

@@ -107,7 +107,7 @@ def test_system_prefix_is_computed_once(classifier: Classifier) -> None:
     prefix = len(classifier.prefix_ids)
     assert prefix > 100
     assert prefix not in seen  # the prefix was computed earlier and reused
-    assert len(seen) == 4  # two forward passes per batch: up to the folder choice, then the priority
+    assert len(seen) == 2  # one forward pass per batch: every choice point is read from it
 
 
 def test_long_bodies_are_truncated_not_rejected(classifier: Classifier) -> None:

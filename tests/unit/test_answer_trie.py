@@ -48,3 +48,28 @@ def test_walk_scores_each_decision() -> None:
     assert answer == ("Promotions", 2)
     assert confidence is not None and 0 < confidence["folder"] < 1 and 0 < confidence["priority"] < 1
     assert walk(trie, encode('{"x'), logits) is None
+
+
+def test_feed_plan_lays_out_every_choice_for_one_pass() -> None:
+    from worker.answer_trie import FeedPlan, walk_plan
+
+    trie = AnswerTrie(encode, EOS)
+    plan = FeedPlan.of(trie)
+    assert "".join(map(chr, plan.trunk)) == '{"folder": "'
+    # The folder choice is read at the trunk's end; each folder's priority choice at its branch's end.
+    assert plan.read_at[id(plan.first)] == -1
+    assert len(plan.choice_nodes) >= 1 + 4
+    ancestors = plan.ancestors()
+    for i, parent in enumerate(plan.parents):
+        assert ancestors[i][i]
+        if parent >= 0:
+            assert ancestors[i][parent] and plan.depths[i] == plan.depths[parent] + 1
+    # No token after the last choice is fed: no digit, no closing brace, no end token.
+    assert not {ord(c) for c in "123}"} & set(plan.tokens) and EOS not in plan.tokens
+
+    def logits_at(read: int, choices: list[int]) -> list[float]:
+        return [1.0 if chr(c) in "Wo3" else 0.0 for c in choices]
+
+    answer, confidence = walk_plan(plan, logits_at)
+    assert answer == ("Work", 3)
+    assert 0.25 < confidence["folder"] < 1 and 1 / 3 < confidence["priority"] < 1
