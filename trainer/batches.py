@@ -1,10 +1,11 @@
 """Examples -> token ids with a loss mask on the answer, epoch order, and left-padded training batches.
 
 Each example is rendered through the worker's contract (render_user_message with the worker's token
-budget, then render_training_text), so training sees byte for byte the prompt that serving scores.
-The prompt and the completion are tokenized apart, as the classifier does: prompt tokens, then the
-answer's tokens and <|im_end|>. Only the answer and <|im_end|> are trained; the template's newline
-after <|im_end|> is not (serving stops at <|im_end|>).
+budget, then render_training_text), so training sees byte for byte the prompt that serving scores,
+and is tokenized in the classifier's pieces: the system prefix shared by every prompt (up to the user
+turn's <|im_start|>), the rest of the prompt, then the answer's tokens and <|im_end|>. Only the answer
+and <|im_end|> are trained; the template's newline after <|im_end|> is not (serving stops there).
+The shared prefix (about 190 of ~220 tokens) is run once per micro-batch, not once per row.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import torch
 
 from trainer import TrainerError
 from trainer.data import Example
-from worker.contract import FOLDERS, PRIORITIES, format_answer, render_training_text, render_user_message
+from worker.classifier import USER_TURN
+from worker.contract import (
+    FOLDERS,
+    PRIORITIES,
+    format_answer,
+    render_prompt,
+    render_training_text,
+    render_user_message,
+)
 from worker.modeling import EOS_TOKEN
 
 IGNORE = -100  # label of a position without loss (cross_entropy's ignore_index)
@@ -31,9 +40,9 @@ class EncodingError(TrainerError):
 
 @dataclass(frozen=True)
 class Encoded:
-    """One example as tokens. ``trained`` = answer + <|im_end|>; ``tail`` = untrained template end."""
+    """One example as tokens after the shared prefix. ``trained`` = answer + <|im_end|>; ``tail`` = untrained."""
 
-    prompt: tuple[int, ...]
+    prompt: tuple[int, ...]  # the prompt after the shared system prefix
     trained: tuple[int, ...]
     tail: tuple[int, ...]
     folder_positions: tuple[int, ...]  # indices into ``trained`` of the folder name's tokens
@@ -52,11 +61,12 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Batch:
-    """Left-padded tensors; every row's completion ends at the last column."""
+    """The shared prefix, then left-padded rows whose completions all end at the last column."""
 
+    prefix: torch.Tensor  # [P] the system prefix every row continues
     input_ids: torch.Tensor  # [B, S]
-    attention_mask: torch.Tensor  # [B, S]
-    position_ids: torch.Tensor  # [B, S] (0 at each row's first real token)
+    attention_mask: torch.Tensor  # [B, P + S] (the prefix, then each row's padding and tokens)
+    position_ids: torch.Tensor  # [B, S] (P at each row's first real token)
     labels: torch.Tensor  # [B, S] IGNORE outside the trained tokens
     weights: torch.Tensor  # [B, S] loss weight of each label (0 where IGNORE)
     keep: int  # logits needed: the last `keep` positions cover every trained token's prediction
@@ -69,13 +79,18 @@ class Encoder:
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
         self.eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+        probe = render_prompt(tokenizer, "x")
+        self.prefix_text = probe[: probe.index(USER_TURN) + len("<|im_start|>")]  # the classifier's cut
+        self.prefix: tuple[int, ...] = tuple(tokenizer.encode(self.prefix_text, add_special_tokens=False))
         self._completions: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
 
     def encode(self, example: Example) -> Encoded:
         user, _ = render_user_message(example.notification, self.tokenizer, self.max_input_tokens)
         answer = format_answer(example.folder, example.priority)
         prompt, completion = render_training_text(self.tokenizer, user, answer)
-        prompt_ids = tuple(self.tokenizer.encode(prompt, add_special_tokens=False))
+        if not prompt.startswith(self.prefix_text):
+            raise EncodingError("the prompt does not start with the shared system prefix")
+        prompt_ids = tuple(self.tokenizer.encode(prompt[len(self.prefix_text):], add_special_tokens=False))
         trained, tail, folders, priorities = self._completion(example.folder, example.priority, completion)
         return Encoded(prompt_ids, trained, tail, folders, priorities, example.folder, example.priority)
 
@@ -143,11 +158,12 @@ def token_weights(item: Encoded, weights: dict[str, float]) -> list[float]:
     return row
 
 
-def collate(items: Sequence[Encoded], pad_id: int, weights: dict[str, float]) -> Batch:
-    """Left-pad to the longest row so that every completion ends in the last column."""
+def collate(items: Sequence[Encoded], prefix: Sequence[int], pad_id: int, weights: dict[str, float]) -> Batch:
+    """Left-pad to the longest row (padding sits between prefix and row) so every completion ends last."""
     width = max(len(item.input_ids) for item in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
+    mask = torch.zeros((len(items), len(prefix) + width), dtype=torch.long)
+    mask[:, : len(prefix)] = 1
     positions = torch.zeros((len(items), width), dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
     loss_weights = torch.zeros((len(items), width), dtype=torch.float32)
@@ -155,13 +171,13 @@ def collate(items: Sequence[Encoded], pad_id: int, weights: dict[str, float]) ->
         seq = item.input_ids
         start = width - len(seq)
         ids[row, start:] = torch.tensor(seq)
-        mask[row, start:] = 1
-        positions[row, start:] = torch.arange(len(seq))
+        mask[row, len(prefix) + start:] = 1
+        positions[row, start:] = torch.arange(len(prefix), len(prefix) + len(seq))
         labels[row, start:] = torch.tensor(item.labels)
         first = start + len(item.prompt)
         loss_weights[row, first:first + len(item.trained)] = torch.tensor(token_weights(item, weights))
     keep = max(len(item.trained) + len(item.tail) for item in items) + 1
-    return Batch(ids, mask, positions, labels, loss_weights, keep)
+    return Batch(torch.tensor(prefix, dtype=torch.long), ids, mask, positions, labels, loss_weights, keep)
 
 
 def micro_batches(order: Sequence[int], batch_size: int) -> Iterator[list[int]]:

@@ -37,7 +37,6 @@ class TrainConfig:
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = setting(
         "auto", "compute dtype; auto = bf16 for nf4 or on GPU, float32 for a full-weight CPU run")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N (under accelerate launch: each rank's own GPU)")
-    gradient_checkpointing: bool = setting(False, "recompute activations in backward to save GPU memory")
     # --- data -------------------------------------------------------------------------------------
     data: str = setting("train.jsonl", "training file: chat or flat JSONL")
     limit: int | None = setting(None, "train on the first N valid examples only")

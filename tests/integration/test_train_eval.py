@@ -87,7 +87,8 @@ def test_training_tokens_are_what_the_classifier_scores(trained: dict[str, Any],
     encoder = Encoder(classifier.tokenizer, settings.max_input_tokens)
     for example in read_dataset(trained["test"], limit=20).examples:
         item = encoder.encode(example)
-        assert list(item.prompt) == [*classifier.prefix_ids, *classifier.prepare(example.notification).suffix_ids]
+        assert list(encoder.prefix) == classifier.prefix_ids
+        assert list(item.prompt) == list(classifier.prepare(example.notification).suffix_ids)
         answer = classifier.tokenizer.encode(format_answer(example.folder, example.priority), add_special_tokens=False)
         assert list(item.trained) == [*answer, classifier.eos_id]
 

@@ -44,10 +44,11 @@ def test_prompt_is_the_serving_prompt_with_the_workers_truncation(encoder: Encod
     for example in EXAMPLES:
         item = encoder.encode(example)
         user, _ = render_user_message(example.notification, qwen3_tokenizer, 64)
-        assert qwen3_tokenizer.decode(list(item.prompt)) == render_prompt(qwen3_tokenizer, user)
+        assert qwen3_tokenizer.decode([*encoder.prefix, *item.prompt]) == render_prompt(qwen3_tokenizer, user)
+        assert qwen3_tokenizer.decode(list(encoder.prefix)).endswith("<|im_end|>\n<|im_start|>")
     long = encoder.encode(EXAMPLES[3])
     assert render_user_message(EXAMPLES[3].notification, qwen3_tokenizer, 64)[1]  # it was cut
-    assert len(long.prompt) < 200 + 64
+    assert len(long.prompt) < 64 + 16
 
 
 def test_label_token_positions(encoder: Encoder, qwen3_tokenizer: Any) -> None:
@@ -61,7 +62,11 @@ def test_label_token_positions(encoder: Encoder, qwen3_tokenizer: Any) -> None:
 class PerfectPredictor(torch.nn.Module):
     """Logits whose argmax at position t is the input token at t + 1 (and a fixed token at the end)."""
 
-    def forward(self, input_ids: torch.Tensor, logits_to_keep: int, **_: Any) -> SimpleNamespace:
+    def forward(self, input_ids: torch.Tensor, logits_to_keep: int, past_key_values: Any = None,
+                **_: Any) -> SimpleNamespace:
+        if past_key_values is not None and past_key_values.get_seq_length() == 0:  # the shared prefix pass
+            kv = torch.zeros(1, 1, input_ids.shape[1], 2)
+            past_key_values.update(kv, kv, 0)
         nxt = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)[:, -logits_to_keep:]
         logits = torch.full((*nxt.shape, 151_936), -30.0)
         logits.scatter_(2, nxt.unsqueeze(-1), 30.0)
@@ -70,7 +75,9 @@ class PerfectPredictor(torch.nn.Module):
 
 def test_batch_loss_scores_exactly_the_trained_tokens(encoder: Encoder, qwen3_tokenizer: Any) -> None:
     items = [encoder.encode(e) for e in EXAMPLES]
-    batch = collate(items, qwen3_tokenizer.pad_token_id, label_weights(items, "none"))
+    batch = collate(items, encoder.prefix, qwen3_tokenizer.pad_token_id, label_weights(items, "none"))
+    assert batch.attention_mask.shape[1] == len(encoder.prefix) + batch.input_ids.shape[1]
+    assert batch.attention_mask[:, : len(encoder.prefix)].all()
     trained_per_row = [len(item.trained) for item in items]
     assert int((batch.labels != IGNORE).sum()) == sum(trained_per_row)
     for row, item in enumerate(items):  # left padding: every row's completion ends in the last column
