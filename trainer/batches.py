@@ -134,6 +134,12 @@ def epoch_order(encoded: Sequence[Encoded], sampling: str, rng: random.Random) -
     return rng.choices(range(len(encoded)), weights=weights, k=len(encoded))
 
 
+def shard(order: Sequence[int], rank: int, world: int) -> list[int]:
+    """This process's share of an epoch; wrapped to a multiple of ``world`` so all ranks step together."""
+    padded = [*order, *order[: (-len(order)) % world]]
+    return padded[rank::world]
+
+
 def label_weights(encoded: Sequence[Encoded], scheme: str) -> dict[str, float]:
     """Loss weight of each folder's and priority's label tokens: 1, or n / (classes x class count)."""
     keys = [*FOLDERS, *(str(p) for p in PRIORITIES)]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from trainer import TrainerError
-from trainer.batches import Batch, Encoder, collate, epoch_order, label_weights, micro_batches
+from trainer.batches import Batch, Encoder, collate, epoch_order, label_weights, micro_batches, shard
 from trainer.config import TrainConfig
 from trainer.data import describe_problems, label_mix, read_dataset
 from trainer.plan import Plan, count_parameters, lora_config, make_plan, world_size
@@ -117,7 +117,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     step = 0
     bar = tqdm(total=plan.optimizer_steps, desc="training", disable=not (progress and setup.main))
     for epoch in range(config.epochs):
-        order = epoch_order(encoded, config.sampling, rng)[setup.accelerator.process_index::plan.world_size]
+        order = shard(epoch_order(encoded, config.sampling, rng), setup.accelerator.process_index, plan.world_size)
         for group in _groups(list(micro_batches(order, config.batch_size)), config.grad_accum):
             if step >= plan.optimizer_steps:
                 break

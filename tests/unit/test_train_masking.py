@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.batches import IGNORE, Encoder, collate, epoch_order, label_weights, token_weights
+from trainer.batches import IGNORE, Encoder, collate, epoch_order, label_weights, shard, token_weights
 from trainer.data import Example
 from trainer.train import batch_loss
 from worker.contract import Notification, format_answer, render_prompt, render_user_message
@@ -101,3 +101,11 @@ def test_weighted_label_tokens_and_balanced_sampling(encoder: Encoder) -> None:
     shares = Counter((items * 200)[i].priority for i in order)
     assert all(abs(count / len(order) - 1 / 3) < 0.05 for count in shares.values())
     assert sorted(epoch_order(items, "natural", random.Random(0))) == list(range(len(items)))
+
+
+def test_shards_are_equal_and_cover_the_epoch() -> None:
+    order = list(range(10))
+    shards = [shard(order, rank, 4) for rank in range(4)]
+    assert {len(s) for s in shards} == {3}
+    assert set().union(*shards) == set(order) and sum(map(len, shards)) == 12
+    assert shard(order, 0, 1) == order
