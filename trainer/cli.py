@@ -26,9 +26,11 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.dry_run:
+        from trainer.data import describe_problems
         from trainer.plan import dry_run
 
-        print("\n".join(dry_run(config).lines()))
+        plan, dataset = dry_run(config)
+        print("\n".join([dataset.summary(), *describe_problems(dataset.problems), *plan.lines()]))
         return 0
     from trainer.train import train
 

@@ -161,7 +161,8 @@ def read_dataset(path: Path, *, limit: int | None = None) -> Dataset:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text: {exc}") from exc
     if not examples:
-        raise DataError(f"{path} holds no valid example ({len(problems)} bad lines)")
+        detail = "; ".join(describe_problems(problems)[:5])
+        raise DataError(f"{path} holds no valid example ({len(problems)} bad lines: {detail})")
     return Dataset(path, examples, problems)
 
 

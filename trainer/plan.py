@@ -15,7 +15,7 @@ from typing import Any
 
 from trainer import TrainerError
 from trainer.config import TrainConfig, optimizer_steps
-from trainer.data import read_dataset
+from trainer.data import Dataset, read_dataset
 
 
 class PlanError(TrainerError):
@@ -84,8 +84,8 @@ def make_plan(config: TrainConfig, trainable: int, total: int, examples: int) ->
     )
 
 
-def dry_run(config: TrainConfig) -> Plan:
-    """The plan from the model's config on the meta device and the validated data file."""
+def dry_run(config: TrainConfig) -> tuple[Plan, Dataset]:
+    """The plan from the model's config on the meta device, and the validated data file."""
     import torch
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -101,5 +101,5 @@ def dry_run(config: TrainConfig) -> Plan:
         except ValueError as exc:
             raise PlanError(f"LoRA cannot be attached: {exc}") from exc
     trainable, total = count_parameters(peft_model)
-    examples = len(read_dataset(Path(config.data), limit=config.limit).examples)
-    return make_plan(config, trainable, total, examples)
+    dataset = read_dataset(Path(config.data), limit=config.limit)
+    return make_plan(config, trainable, total, len(dataset.examples)), dataset
