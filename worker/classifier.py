@@ -35,6 +35,7 @@ from worker.modeling import EOS_TOKEN, LoadedModel, load_model
 from worker.settings import Settings
 
 USER_TURN = "<|im_start|>user\n"
+USER_SLOT = "\x00notif-user-message\x00"
 
 
 class InferenceError(RuntimeError):
@@ -84,17 +85,18 @@ class Classifier:
         The cut sits right after a special token, so tokenizing the two halves apart gives exactly the
         tokens of the whole (tests/unit/test_classifier_prompt.py checks it).
         """
-        probe = render_prompt(self.tokenizer, "x")
+        probe = render_prompt(self.tokenizer, USER_SLOT)
         cut = probe.index(USER_TURN) + len("<|im_start|>")
         prefix = probe[:cut]
+        # The chat template inserts the user text verbatim, so it is rendered once around a placeholder
+        # and filled by concatenation (a jinja render per message cost more than the tokenizer).
+        self._frame = tuple(probe[cut:].split(USER_SLOT))
         return prefix, self.tokenizer.encode(prefix, add_special_tokens=False)
 
     def _prepare(self, notification: Notification) -> Prompt:
         user, truncated = render_user_message(notification, self.tokenizer, self.settings.max_input_tokens)
-        text = render_prompt(self.tokenizer, user)
-        if not text.startswith(self.prefix_text):
-            raise InferenceError("the prompt does not start with the shared system prefix")
-        suffix = self.tokenizer.encode(text[len(self.prefix_text):], add_special_tokens=False)
+        before, after = self._frame
+        suffix = self.tokenizer.encode(before + user + after, add_special_tokens=False)
         return Prompt(tuple(suffix), truncated)
 
     def count_tokens(self, notification: Notification) -> int:

@@ -194,8 +194,10 @@ def render_user_message(
         "Title": _clean(notification.title),
         "Body": _clean(notification.body),
     }
-    if tokenizer is None or max_tokens is None:
-        return _join(fields), False
+    text = _join(fields)
+    # Byte-level BPE (Qwen's) never makes more tokens than UTF-8 bytes: short texts need no counting.
+    if tokenizer is None or max_tokens is None or len(text.encode("utf-8")) <= max_tokens:
+        return text, False
     truncated = False
     for label in ("Body", "Title", "From", "App"):
         excess = _count(tokenizer, _join(fields)) - max_tokens
