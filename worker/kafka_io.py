@@ -199,10 +199,22 @@ class KafkaClients:
         except KafkaError as exc:
             raise BrokerUnavailable(f"commit failed: {exc!r}") from exc
 
+    async def send(self, topic: str, *, key: bytes | None, value: bytes | None,
+                   headers: Headers) -> asyncio.Future[Any]:
+        """Hand one message to the producer; the future resolves when the broker acknowledges it.
+
+        Raises PublishFailed when the producer refuses the message at once; ``delivery_error`` reads
+        the finished future.
+        """
+        try:
+            return await self.producer.send(topic, value=value, key=key, headers=list(headers))
+        except KafkaError as exc:
+            raise PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
+
     async def publish(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Send one message and wait for the broker's acknowledgement."""
+        delivery = await self.send(topic, key=key, value=value, headers=headers)
         try:
-            delivery = await self.producer.send(topic, value=value, key=key, headers=list(headers))
             await delivery
         except KafkaError as exc:
             raise PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
@@ -215,6 +227,16 @@ class KafkaClients:
             raise BrokerUnavailable(f"no metadata from the cluster in {timeout_s}s") from exc
         except (KafkaError, OSError) as exc:
             raise BrokerUnavailable(f"metadata request failed: {exc!r}") from exc
+
+
+def delivery_error(topic: str, delivery: asyncio.Future[Any]) -> PublishFailed | None:
+    """Why a finished delivery future failed, as PublishFailed; None when the broker acknowledged it."""
+    if delivery.cancelled():
+        return PublishFailed(f"publish to {topic} was cancelled", retriable=True)
+    exc = delivery.exception()
+    if exc is None:
+        return None
+    return PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(getattr(exc, "retriable", False)))
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

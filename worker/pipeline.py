@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
@@ -24,7 +25,14 @@ from worker.batching import NotificationClassifier
 from worker.contract import ClassificationResult, InvalidNotification, Notification, decode_notification
 from worker.health import HealthState
 from worker.inference import InferenceFailure, InferenceThread, classify_with_split, describe
-from worker.kafka_io import BrokerUnavailable, CommitRejected, KafkaClients, PublishFailed, backoff_s
+from worker.kafka_io import (
+    BrokerUnavailable,
+    CommitRejected,
+    KafkaClients,
+    PublishFailed,
+    backoff_s,
+    delivery_error,
+)
 from worker.metrics import Metrics
 from worker.offsets import OffsetTracker, PartitionOffsets
 from worker.records import INFERENCE_ERROR, dead_letter_headers, result_key
@@ -40,7 +48,7 @@ CLOSE_RESERVE_S = 5.0  # of the shutdown timeout, kept for leaving the group and
 log = structlog.get_logger("worker.pipeline")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Work:
     """One consumed record on its way through the worker."""
 
@@ -48,6 +56,18 @@ class Work:
     state: PartitionOffsets
     notification: Notification | None = None
     tokens: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Delivery:
+    """A result or dead letter to publish for one Work item, and what to count once the broker has it."""
+
+    work: Work
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    acknowledged: Callable[[], None]
 
 
 class Pipeline:
@@ -68,8 +88,12 @@ class Pipeline:
             live=lambda work: not work.state.closed,
         )
         self._revoking: set[TopicPartition] = set()
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[None]] = set()  # batches being handed over, retries
+        self._unconfirmed: set[asyncio.Future[Any]] = set()  # handed to the producer, not yet acknowledged
+        self._classified: dict[tuple[str, int], Any] = {}
         self._acked = asyncio.Event()
+        self._room = asyncio.Event()  # cleared while backpressure waits for in-flight work to halve
+        self._room.set()
         self._commit_lock = asyncio.Lock()
         self._stopping = False
 
@@ -125,8 +149,8 @@ class Pipeline:
         self._stopping = True
         dropped = self.queue.close()
         await asyncio.gather(fetch, infer, return_exceptions=True)
-        if self._deliveries:
-            await asyncio.wait(set(self._deliveries))
+        while self._deliveries or self._unconfirmed:  # a failed acknowledgement starts a retry task
+            await asyncio.wait({*self._deliveries, *self._unconfirmed})
         committed = await self._commit()
         log.info("shutdown_drained", dropped_unstarted=dropped, committed=committed)
 
@@ -137,6 +161,9 @@ class Pipeline:
         while not self._stopping:
             self.health.beat()
             capacity = self._apply_backpressure()
+            if capacity <= 0 or self.kafka.paused():
+                await self._wait_for_room()
+                continue
             try:
                 records = await self.kafka.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max(1, capacity))
             except BrokerUnavailable as exc:
@@ -168,6 +195,15 @@ class Pipeline:
         self.metrics.paused_partitions.set(len(self.kafka.paused()))
         return bound - in_flight
 
+    async def _wait_for_room(self) -> None:
+        """While paused: wait until acknowledgements bring in-flight work down to the resume mark.
+
+        Polling instead would sleep a whole poll timeout in a fetch that cannot return anything.
+        """
+        self._room.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), POLL_TIMEOUT_MS / 1000)
+
     def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
         state = self._state_for(TopicPartition(record.topic, record.partition), record.offset)
         if state is None:
@@ -178,13 +214,13 @@ class Pipeline:
         try:
             work.notification = decode_notification(record.value, max_bytes=self.settings.max_message_bytes)
         except InvalidNotification as exc:
-            self._dead_letter(work, exc.reason, exc.message)
+            self._spawn([self._dead_letter(work, exc.reason, exc.message)])
             return
         try:
             work.tokens = self.classifier.count_tokens(work.notification)
         except Exception as exc:  # the tokenizer is part of the model: its failure is an inference error
             self._model_failed(1, exc)
-            self._dead_letter(work, INFERENCE_ERROR, describe(exc))
+            self._spawn([self._dead_letter(work, INFERENCE_ERROR, describe(exc))])
             return
         self.queue.put(work)
 
@@ -224,65 +260,102 @@ class Pipeline:
         self.metrics.inference_latency.observe(seconds)
         log.debug("batch", size=len(batch), padded_tokens=padded, seconds=round(seconds, 4),
                   queued=len(self.queue), in_flight=self.tracker.in_flight)
-        for work, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, InferenceFailure):
-                self._dead_letter(work, INFERENCE_ERROR, outcome.message)
-            else:
-                self._publish(work, outcome)
+        self._spawn([self._dead_letter(work, INFERENCE_ERROR, outcome.message)
+                     if isinstance(outcome, InferenceFailure) else self._result(work, outcome)
+                     for work, outcome in zip(batch, outcomes, strict=True)])
 
     def _model_failed(self, size: int, error: BaseException) -> None:
         self.metrics.inference_errors.inc()
         log.warning("inference_failed", batch_size=size, error=describe(error),
                     action="split and retry" if size > 1 else "dead-letter")
 
-    def _publish(self, work: Work, result: ClassificationResult) -> None:
+    def _result(self, work: Work, result: ClassificationResult) -> Delivery:
         if result.decoding == "generate_fallback":
             self.metrics.parse_failures.inc()
         assert work.notification is not None
         key = result_key(work.record.key, work.notification)
+        counter = self._classified.get((result.folder, result.priority))
+        if counter is None:  # labels() is slow enough to matter once per message: keep the children
+            counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
+            self._classified[(result.folder, result.priority)] = counter
 
         def acknowledged() -> None:
-            self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority)).inc()
+            counter.inc()
             if work.record.timestamp >= 0:
                 self.metrics.end_to_end_latency.observe(max(0.0, time.time() - work.record.timestamp / 1000))
 
-        self._spawn(work, self.settings.output_topic, key, result.to_json_bytes(), [], acknowledged)
+        return Delivery(work, self.settings.output_topic, key, result.to_json_bytes(), [], acknowledged)
 
-    def _dead_letter(self, work: Work, reason: str, message: str) -> None:
+    def _dead_letter(self, work: Work, reason: str, message: str) -> Delivery:
         record = work.record
         log.warning("dead_letter", reason=reason, message=message, topic=record.topic,
                     partition=record.partition, offset=record.offset)
         headers = dead_letter_headers(record.headers, reason=reason, message=message, topic=record.topic,
                                       partition=record.partition, offset=record.offset)
-        self._spawn(work, self.settings.dlq_topic, record.key, record.value, headers,
-                    self.metrics.dead_letters.labels(reason=reason).inc)
+        return Delivery(work, self.settings.dlq_topic, record.key, record.value, headers,
+                        self.metrics.dead_letters.labels(reason=reason).inc)
 
-    def _spawn(self, work: Work, topic: str, key: bytes | None, value: bytes | None,
-               headers: list[tuple[str, bytes]], acknowledged: Callable[[], None]) -> None:
-        task = asyncio.create_task(self._deliver(work, topic, key, value, headers, acknowledged))
+    def _spawn(self, deliveries: list[Delivery]) -> None:
+        self._track(asyncio.create_task(self._send_all(deliveries)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, work: Work, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]], acknowledged: Callable[[], None]) -> None:
-        """Publish until acknowledged (or the partition is gone); then the offset counts as done."""
+    async def _send_all(self, deliveries: list[Delivery]) -> None:
+        """Hand messages to the producer in order; each settles when its acknowledgement arrives.
+
+        One task per batch and a callback per message: a task per message cost more than the send itself.
+        """
+        for delivery in deliveries:
+            try:
+                future = await self.kafka.send(delivery.topic, key=delivery.key, value=delivery.value,
+                                               headers=delivery.headers)
+            except PublishFailed as exc:
+                self._retry(delivery, exc)
+                continue
+            self._unconfirmed.add(future)
+            future.add_done_callback(partial(self._confirmed, delivery))
+
+    def _confirmed(self, delivery: Delivery, future: asyncio.Future[Any]) -> None:
+        self._unconfirmed.discard(future)
+        error = delivery_error(delivery.topic, future)
+        if error is None:
+            self._done(delivery)
+        else:
+            self._retry(delivery, error)
+
+    def _retry(self, delivery: Delivery, error: PublishFailed) -> None:
+        if not delivery.work.state.closed:
+            self._track(asyncio.create_task(self._redeliver(delivery, error)))
+
+    async def _redeliver(self, delivery: Delivery, error: PublishFailed) -> None:
+        """Publish with backoff until acknowledged (or the partition is gone); then the offset counts as done."""
         attempt = 0
         while True:
+            if delivery.work.state.closed:
+                return
+            self.metrics.broker_errors.inc()
+            delay = backoff_s(attempt, self.settings.retry_backoff_max_s)
+            log.warning("publish_failed", topic=delivery.topic, error=str(error), retriable=error.retriable,
+                        retry_in_s=delay)
+            attempt += 1
+            await asyncio.sleep(delay)
             try:
-                await self.kafka.publish(topic, key=key, value=value, headers=headers)
+                await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
+                                         headers=delivery.headers)
                 break
             except PublishFailed as exc:
-                if work.state.closed:
-                    return
-                self.metrics.broker_errors.inc()
-                delay = backoff_s(attempt, self.settings.retry_backoff_max_s)
-                log.warning("publish_failed", topic=topic, error=str(exc), retriable=exc.retriable,
-                            retry_in_s=delay)
-                attempt += 1
-                await asyncio.sleep(delay)
+                error = exc
+        self._done(delivery)
+
+    def _done(self, delivery: Delivery) -> None:
+        work = delivery.work
         work.state.ack(work.record.offset)
-        acknowledged()
+        delivery.acknowledged()
         self._acked.set()
+        if not self._room.is_set() and self.tracker.in_flight <= self.settings.max_in_flight // 2:
+            self._room.set()
 
     # --- commit and rebalance ----------------------------------------------------------------------------
 
