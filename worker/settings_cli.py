@@ -25,12 +25,21 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="NOTIF_DTYPE")
     parser.add_argument("--merge-adapter", action="store_true", default=None, help="NOTIF_MERGE_ADAPTER")
     parser.add_argument("--max-batch-size", type=int, help="NOTIF_MAX_BATCH_SIZE")
+    parser.add_argument("--random-model", choices=["tiny", "0.6b"],
+                        help="no hub needed: a random-weight Qwen3 (real tokenizer) instead of --model; "
+                             "answers are meaningless, the plumbing and speed are real")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the model flags of `add_model_flags` applied on top."""
     keys = ("model", "adapter", "quantization", "decoding", "device", "dtype", "merge_adapter", "max_batch_size")
-    return Settings().with_overrides(**{key: getattr(args, key, None) for key in keys})
+    overrides = {key: getattr(args, key, None) for key in keys}
+    if getattr(args, "random_model", None):
+        from worker.devmodels import build_random_qwen3, cache_root
+
+        size = args.random_model
+        overrides["model"] = str(build_random_qwen3(cache_root() / "models" / f"qwen3-{size}-seed0", size=size))
+    return Settings().with_overrides(**overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up .venv: Python >= 3.11, torch, and the project with its dev extra (tests, linters, demo broker).
+# Idempotent: a second run only checks. TORCH_INDEX_URL picks a torch build (e.g. the CPU-only index).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+if ! python -c "import torch" 2>/dev/null; then
+  # Pinned so that pip does not resolve a newer torch (several GB of CUDA wheels) on CPU-only machines.
+  python -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+fi
+python -m pip install -q -e ".[dev]"
+echo "ready: . .venv/bin/activate  (notif-worker, notif-train)"
