@@ -325,8 +325,9 @@ def print_latency(report: dict[str, Any]) -> None:
     header = ("offered/s", "sent/s", "done/s", "p50 ms", "p95 ms", "p99 ms", "lag growth/s", "max lag", "saturated")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for p in report["phases"]:
+        saturated = "yes" if p["saturated"] else "no"
         print(f"| {p['rate']:.0f} | {p['sent_per_s']:.0f} | {p['done_per_s']:.0f} | {p['p50_ms']} | {p['p95_ms']} | "
-              f"{p['p99_ms']} | {p['lag_slope_per_s']:+.0f} | {p['lag_max']:.0f} | {'yes' if p['saturated'] else 'no'} |")
+              f"{p['p99_ms']} | {p['lag_slope_per_s']:+.0f} | {p['lag_max']:.0f} | {saturated} |")
     saturation = report["saturation_rate"]
     print(f"saturation: {'none up to the highest rate' if saturation is None else f'{saturation:.0f} msgs/s'}; "
           f"most finished per second: {report['max_done_per_s']:.0f}")

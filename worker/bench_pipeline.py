@@ -1,4 +1,4 @@
-"""`notif-worker bench pipeline`: the real worker (instant classifier) against a bare aiokafka loop, same broker and messages.
+"""`notif-worker bench pipeline`: the real worker (instant classifier) vs a bare aiokafka loop, same broker, same input.
 
 Each repeat produces the same N notifications to a fresh input topic. The real Pipeline (the code
 `serve` runs, here in this process with InstantClassifier) and a bare consume -> produce -> commit
@@ -136,20 +136,25 @@ async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: boo
         await create_topics_async(bootstrap, topics.all, PARTITIONS)
         ends = await produce_all(bootstrap, topics.input, messages, idempotent=idempotent)
         for side in ("worker", "bare") if index % 2 == 0 else ("bare", "worker"):
+            watch = Stopwatch(ends)
             if side == "worker":
-                settings = worker_settings(bootstrap, topics, idempotent, overrides)
-                seconds = await time_worker(settings, Stopwatch(ends))
+                await time_worker(worker_settings(bootstrap, topics, idempotent, overrides), watch)
             else:
-                seconds = await time_bare(bootstrap, topics, Stopwatch(ends), idempotent=idempotent)
+                await time_bare(bootstrap, topics, watch, idempotent=idempotent)
             outputs = await count_records(bootstrap, topics.output(side), expected=n)
-            runs.append({"repeat": index, "side": side, "seconds": round(seconds, 4),
-                         "msgs_per_s": round(n / seconds, 1), "outputs": outputs})
-            print(f"  run {index} {side:6s} {n / seconds:9.1f} msgs/s  ({outputs} outputs)", file=sys.stderr)
+            runs.append({"repeat": index, "side": side, "seconds": round(watch.seconds, 4),
+                         "msgs_per_s": round(n / watch.seconds, 1), "cpu_us_per_msg": round(watch.cpu_s / n * 1e6, 1),
+                         "outputs": outputs})
+            print(f"  run {index} {side:6s} {n / watch.seconds:9.1f} msgs/s  {runs[-1]['cpu_us_per_msg']:6.1f} "
+                  f"CPU us/msg  ({outputs} outputs)", file=sys.stderr)
     worker = statistics.median(r["msgs_per_s"] for r in runs if r["side"] == "worker")
     bare = statistics.median(r["msgs_per_s"] for r in runs if r["side"] == "bare")
+    cpu = {side: statistics.median(r["cpu_us_per_msg"] for r in runs if r["side"] == side)
+           for side in ("worker", "bare")}
     return {"n": n, "partitions": PARTITIONS, "repeat": repeat, "idempotent": idempotent,
             "worker_settings": {k: v for k, v in overrides.items() if v is not None}, "runs": runs,
-            "worker_msgs_per_s": worker, "bare_msgs_per_s": bare, "ratio": round(worker / bare, 3)}
+            "worker_msgs_per_s": worker, "bare_msgs_per_s": bare, "ratio": round(worker / bare, 3),
+            "worker_cpu_us_per_msg": cpu["worker"], "bare_cpu_us_per_msg": cpu["bare"]}
 
 
 async def produce_all(bootstrap: str, topic: str, messages: Sequence[Message], *,
@@ -176,22 +181,26 @@ class Stopwatch:
         self.ends = dict(ends)
         self.first: float | None = None
         self.last: float | None = None
+        self.cpu_s = 0.0  # CPU time of this process (all its threads) between the two
         self.done = asyncio.Event()
         self._committed: dict[TopicPartition, int] = {}
 
     def consumed(self, count: int) -> None:
         if count and self.first is None:
             self.first = time.perf_counter()
+            self.cpu_s = -time.process_time()
 
     def committed(self, positions: Mapping[TopicPartition, int]) -> None:
         self._committed.update(positions)
-        if all(self._committed.get(tp, -1) >= end for tp, end in self.ends.items()):
+        if not self.done.is_set() and all(self._committed.get(tp, -1) >= end for tp, end in self.ends.items()):
             self.last = time.perf_counter()
+            self.cpu_s += time.process_time()
             self.done.set()
 
     @property
     def seconds(self) -> float:
-        assert self.first is not None and self.last is not None, "the run did not finish"
+        if self.first is None or self.last is None:
+            raise RuntimeError(f"the run did not commit every offset within {SIDE_TIMEOUT_S:g} s")
         return self.last - self.first
 
 
@@ -202,10 +211,11 @@ class TimedClients(KafkaClients):
         super().__init__(settings)
         self.watch = watch
 
-    async def poll(self, *, timeout_ms: int, max_records: int) -> list[ConsumerRecord[bytes, bytes]]:
-        records = await super().poll(timeout_ms=timeout_ms, max_records=max_records)
-        self.watch.consumed(len(records))
-        return records
+    async def poll(self, *, timeout_ms: int,
+                   max_records: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        batches = await super().poll(timeout_ms=timeout_ms, max_records=max_records)
+        self.watch.consumed(sum(len(records) for records in batches.values()))
+        return batches
 
     async def commit(self, positions: dict[TopicPartition, int], *, timeout_s: float) -> None:
         await super().commit(positions, timeout_s=timeout_s)
@@ -220,8 +230,8 @@ def worker_settings(bootstrap: str, topics: RunTopics, idempotent: bool, overrid
     })
 
 
-async def time_worker(settings: Settings, watch: Stopwatch) -> float:
-    """Run the real Pipeline with InstantClassifier until every offset is committed; seconds taken."""
+async def time_worker(settings: Settings, watch: Stopwatch) -> None:
+    """Run the real Pipeline with InstantClassifier until every offset is committed (or the time is up)."""
     health = HealthState(liveness_timeout_s=60)
     health.model_loaded = True
     thread = InferenceThread()
@@ -237,10 +247,9 @@ async def time_worker(settings: Settings, watch: Stopwatch) -> float:
         stop.set()
         await running
         thread.stop()
-    return watch.seconds
 
 
-async def time_bare(bootstrap: str, topics: RunTopics, watch: Stopwatch, *, idempotent: bool) -> float:
+async def time_bare(bootstrap: str, topics: RunTopics, watch: Stopwatch, *, idempotent: bool) -> None:
     """The minimal loop: getmany -> decode and send each result -> await the acks -> commit."""
     consumer = AIOKafkaConsumer(topics.input, bootstrap_servers=bootstrap, group_id=topics.group("bare"),
                                 enable_auto_commit=False, auto_offset_reset="earliest")
@@ -267,7 +276,6 @@ async def time_bare(bootstrap: str, topics: RunTopics, watch: Stopwatch, *, idem
     finally:
         await consumer.stop()
         await producer.stop()
-    return watch.seconds
 
 
 def bare_result(key: bytes | None, value: bytes | None) -> tuple[bytes | None, bytes]:
@@ -305,10 +313,10 @@ async def count_records(bootstrap: str, topic: str, *, expected: int, quiet_ms: 
 def print_pipeline(report: dict[str, Any]) -> None:
     print(f"machine: CPU {report['machine']['cpu']}, GPU {report['machine']['gpu']}; broker {report['broker']}; "
           f"{report['n']} messages, {report['partitions']} partitions, {report['repeat']} runs per side")
-    print("| side | msgs/s (median) | runs |\n|---|---|---|")
+    print("| side | msgs/s (median) | runs | CPU us/msg (median) |\n|---|---|---|---|")
     for side in ("worker", "bare"):
         runs = ", ".join(f"{r['msgs_per_s']:.0f}" for r in report["runs"] if r["side"] == side)
-        print(f"| {side} | {report[f'{side}_msgs_per_s']:.0f} | {runs} |")
+        print(f"| {side} | {report[f'{side}_msgs_per_s']:.0f} | {runs} | {report[f'{side}_cpu_us_per_msg']:.1f} |")
     print(f"ratio worker/bare = {report['ratio']:.3f}")
 
 

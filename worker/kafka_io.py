@@ -152,13 +152,13 @@ class KafkaClients:
         consumer, producer, self._consumer, self._producer = self._consumer, self._producer, None, None
         await _quietly_stop(consumer, producer)
 
-    async def poll(self, *, timeout_ms: int, max_records: int) -> list[ConsumerRecord[bytes, bytes]]:
-        """The next records of the assigned, unpaused partitions (empty after timeout_ms)."""
+    async def poll(self, *, timeout_ms: int,
+                   max_records: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The next records of the assigned, unpaused partitions, by partition in offset order ({} on timeout)."""
         try:
-            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise BrokerUnavailable(f"fetch failed: {exc!r}") from exc
-        return [record for records in batches.values() for record in records]
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()

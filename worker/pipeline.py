@@ -165,7 +165,7 @@ class Pipeline:
                 await self._wait_for_room()
                 continue
             try:
-                records = await self.kafka.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max(1, capacity))
+                batches = await self.kafka.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max(1, capacity))
             except BrokerUnavailable as exc:
                 self.metrics.broker_errors.inc()
                 delay = backoff_s(failures, self.settings.retry_backoff_max_s)
@@ -174,8 +174,8 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            for record in records if not self._stopping else ():
-                self._accept(record)
+            for partition, records in batches.items() if not self._stopping else ():
+                self._accept(partition, records)
             self.metrics.queue_depth.set(len(self.queue))
             self.metrics.in_flight.set(self.tracker.in_flight)
 
@@ -204,15 +204,20 @@ class Pipeline:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), POLL_TIMEOUT_MS / 1000)
 
-    def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        state = self._state_for(TopicPartition(record.topic, record.partition), record.offset)
+    def _accept(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Track one partition's fetched records (in offset order) and admit each."""
+        state = self._state_for(partition, records[0].offset) if records else None
         if state is None:
             return  # its partition is being revoked: the next owner reads it again
-        state.track(record.offset)
-        self.metrics.messages_consumed.inc()
-        work = Work(record, state)
+        self.metrics.messages_consumed.inc(len(records))
+        for record in records:
+            state.track(record.offset)
+            self._admit(Work(record, state))
+
+    def _admit(self, work: Work) -> None:
+        """Decode and count tokens, then queue for the model; dead-letter what cannot be classified."""
         try:
-            work.notification = decode_notification(record.value, max_bytes=self.settings.max_message_bytes)
+            work.notification = decode_notification(work.record.value, max_bytes=self.settings.max_message_bytes)
         except InvalidNotification as exc:
             self._spawn([self._dead_letter(work, exc.reason, exc.message)])
             return

@@ -1,0 +1,46 @@
+"""`notif-worker bench pipeline` and `bench latency` on the suite's broker: every JSON field, sane values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def test_bench_pipeline_writes_both_sides(broker: str, tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.json"
+    assert main(["bench", "pipeline", "--bootstrap", broker, "--n", "300", "--repeat", "1",
+                 "--json", str(out), "--plot", str(tmp_path / "pipeline.png")]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu"] and report["machine"]["gpu"]
+    assert report["n"] == 300 and report["broker"] == broker
+    assert sorted(run["side"] for run in report["runs"]) == ["bare", "worker"]
+    for run in report["runs"]:
+        assert run["outputs"] == 300  # every message got exactly one result
+        assert run["seconds"] > 0 and run["msgs_per_s"] > 0 and run["cpu_us_per_msg"] > 0
+    assert report["worker_msgs_per_s"] > 0 and report["bare_msgs_per_s"] > 0
+    assert report["ratio"] == pytest.approx(report["worker_msgs_per_s"] / report["bare_msgs_per_s"], abs=1e-3)
+    assert (tmp_path / "pipeline.png").stat().st_size > 0
+
+
+def test_bench_latency_reads_the_worker_histogram(broker: str, tmp_path: Path) -> None:
+    out = tmp_path / "latency.json"
+    assert main(["bench", "latency", "--bootstrap", broker, "--rates", "100,50", "--seconds", "1.5",
+                 "--json", str(out), "--plot", str(tmp_path / "latency.png")]) == 0
+    report = json.loads(out.read_text())
+    assert report["classifier"].startswith("instant")
+    phases = report["phases"]
+    assert [phase["rate"] for phase in phases] == [50, 100]  # ascending
+    for phase in phases:
+        assert phase["sent"] > 0
+        assert phase["latency_count"] == phase["sent"]  # every message of the phase, and only those
+        assert 0 < phase["p50_ms"] <= phase["p95_ms"] <= phase["p99_ms"]
+        assert phase["drain_s"] is not None
+        assert not phase["saturated"]
+    assert report["saturation_rate"] is None
+    assert (tmp_path / "latency.png").stat().st_size > 0
