@@ -9,6 +9,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from itertools import islice
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -63,7 +64,7 @@ class BatchQueue(Generic[T]):
         return before - len(self._items)
 
     def _full(self) -> bool:
-        head = [self._tokens(item) for item in list(self._items)[: self.max_size + 1]]
+        head = [self._tokens(item) for item in islice(self._items, self.max_size + 1)]
         return batch_length(head, max_size=self.max_size, max_tokens=self.max_tokens) < len(head) or (
             len(head) >= self.max_size)
 
@@ -83,7 +84,7 @@ class BatchQueue(Generic[T]):
         if self._closed:
             return []
         self.prune()
-        count = batch_length([self._tokens(item) for item in list(self._items)[: self.max_size]],
+        count = batch_length([self._tokens(item) for item in islice(self._items, self.max_size)],
                              max_size=self.max_size, max_tokens=self.max_tokens)
         return [self._items.popleft() for _ in range(count)]
 
