@@ -33,6 +33,9 @@ OnAssigned = Callable[[set[TopicPartition]], None]
 PRODUCER_MAX_REQUEST_BYTES = 2 * 1024 * 1024
 REBALANCE_MARGIN_MS = 10_000
 PRODUCER_LINGER_MS = 5
+# How long the broker may hold a fetch when no data is there. Kafka and Redpanda answer as soon as a record
+# arrives; Tansu holds it for the whole wait, which then sets the end-to-end latency (500 ms by default).
+FETCH_MAX_WAIT_MS = 100
 
 
 class BrokerError(Exception):
@@ -95,6 +98,7 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "rebalance_timeout_ms": int(settings.shutdown_timeout_s * 1000) + REBALANCE_MARGIN_MS,
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
     }
 
 
