@@ -357,6 +357,8 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
     right.legend()
     for ax in (left, right):
         ax.set_xscale("log")
+        ax.set_xticks(rates, [f"{rate:g}" for rate in rates])
+        ax.tick_params(axis="x", which="minor", labelbottom=False)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"{report['classifier']}; {report['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
