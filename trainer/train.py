@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from trainer import TrainerError
-from trainer.batches import Batch, Encoder, collate, epoch_order, label_weights, micro_batches, shard
+from trainer.batches import IGNORE, Batch, Encoder, collate, epoch_order, label_weights, micro_batches, shard
 from trainer.config import TrainConfig
 from trainer.data import describe_problems, label_mix, read_dataset
 from trainer.plan import Plan, count_parameters, lora_config, make_plan, world_size
@@ -221,13 +221,16 @@ def batch_loss(model: Any, batch: Batch, device: torch.device,
     out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                 position_ids=batch.position_ids.to(device), past_key_values=cache, use_cache=True,
                 logits_to_keep=batch.keep)
-    logits = out.logits[:, :-1, :].float()  # [B, keep-1, V]: position t predicts token t+1
     labels = batch.labels[:, -(batch.keep - 1):].to(device)  # [B, keep-1]
-    weights = batch.weights[:, -(batch.keep - 1):].to(device)
-    losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    trained = labels != -100
-    correct = int(((logits.argmax(-1) == labels) & trained).sum())
-    return (losses * weights).sum(), weights.sum(), correct, int(trained.sum())
+    trained = labels != IGNORE
+    # Only the positions that have a label, as one contiguous [N, V] block: the softmax over the
+    # vocabulary is most of a tiny model's step, and over a transposed [B, V, keep-1] view it is strided.
+    logits = out.logits[:, :-1, :][trained].float()  # [N, V]: position t predicts token t+1
+    targets = labels[trained]  # [N]
+    weights = batch.weights[:, -(batch.keep - 1):].to(device)[trained]
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    correct = int((logits.detach().argmax(-1) == targets).sum())
+    return (losses * weights).sum(), weights.sum(), correct, len(targets)
 
 
 def _optimizer_step(model: Any, batches: list[Batch], setup: Setup, max_grad_norm: float) -> StepStats:
