@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The trainer on one GPU: a short QLoRA run (NF4, the reference recipe, capped steps) on the full-size
+# Qwen3-0.6B architecture with random weights, then `notif-train eval` of the adapter with the worker's
+# classifier. Checks the CUDA path and gives seconds per optimizer step. Prepare as for gpu_check.sh.
+# SIZE=tiny runs the same on the tiny model (e.g. to try the script on a CPU).
+set -euo pipefail
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+if [ -z "${NO_WHEELS:-}" ] && [ -f .gpu/tokenizer.tgz ]; then
+  mkdir -p /tmp/notif-tokenizer && tar xzf .gpu/tokenizer.tgz -C /tmp/notif-tokenizer
+  export NOTIF_TOKENIZER_DIR=/tmp/notif-tokenizer NOTIF_CACHE_DIR=${NOTIF_CACHE_DIR:-/tmp/notif-cache}
+fi
+size=${SIZE:-0.6b}
+model=$(python3 -c "from worker.devmodels import build_random_qwen3, cache_root; print(build_random_qwen3(cache_root() / 'models' / 'qwen3-${size}-seed0', size='${size}'))")
+python3 -m trainer synth --out /tmp/notif-data --n 1500 --seed 1 --train-size 1200
+python3 -m trainer train --model "$model" --data /tmp/notif-data/train.jsonl --out /tmp/notif-adapter \
+  --max-steps "${STEPS:-30}" --log-every 5 --no-progress 2>&1 | grep -v -i warn | tee "$OUT/train.txt"
+cp /tmp/notif-adapter/training_summary.json "$OUT/"
+python3 -m trainer eval --model "$model" --adapter /tmp/notif-adapter --data /tmp/notif-data/test.jsonl \
+  --limit 200 --out "$OUT/eval" 2>&1 | grep -v -i warn | tail -25 | tee "$OUT/eval.txt"
