@@ -5,15 +5,7 @@
 #   scripts/gpu_prepare.sh        (wheels the GPU image lacks -> .whl/, the tokenizer -> .gpu/)
 # Then run it in the repository root on the GPU host; results land in $OUT (default ./gpu-results).
 set -euo pipefail
-OUT=${OUT:-$PWD/gpu-results}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-mkdir -p /tmp/notif-tokenizer && tar xzf .gpu/tokenizer.tgz -C /tmp/notif-tokenizer
-export NOTIF_TOKENIZER_DIR=/tmp/notif-tokenizer NOTIF_CACHE_DIR=/tmp/notif-cache
+. "$(dirname "$0")/gpu_env.sh"
 nvidia-smi -L | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"

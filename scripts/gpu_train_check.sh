@@ -4,17 +4,7 @@
 # classifier. Checks the CUDA path and gives seconds per optimizer step. Prepare as for gpu_check.sh.
 # SIZE=tiny runs the same on the tiny model (e.g. to try the script on a CPU).
 set -euo pipefail
-OUT=${OUT:-$PWD/gpu-results}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-if [ -z "${NO_WHEELS:-}" ] && [ -f .gpu/tokenizer.tgz ]; then
-  mkdir -p /tmp/notif-tokenizer && tar xzf .gpu/tokenizer.tgz -C /tmp/notif-tokenizer
-  export NOTIF_TOKENIZER_DIR=/tmp/notif-tokenizer NOTIF_CACHE_DIR=${NOTIF_CACHE_DIR:-/tmp/notif-cache}
-fi
+. "$(dirname "$0")/gpu_env.sh"
 size=${SIZE:-0.6b}
 model=$(python3 -c "from worker.devmodels import build_random_qwen3, cache_root; print(build_random_qwen3(cache_root() / 'models' / 'qwen3-${size}-seed0', size='${size}'))")
 python3 -m trainer synth --out /tmp/notif-data --n 1500 --seed 1 --train-size 1200

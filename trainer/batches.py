@@ -20,12 +20,11 @@ import torch
 
 from trainer import TrainerError
 from trainer.data import Example
-from worker.classifier import USER_TURN
 from worker.contract import (
     FOLDERS,
     PRIORITIES,
     format_answer,
-    render_prompt,
+    prompt_frame,
     render_training_text,
     render_user_message,
 )
@@ -79,8 +78,7 @@ class Encoder:
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
         self.eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-        probe = render_prompt(tokenizer, "x")
-        self.prefix_text = probe[: probe.index(USER_TURN) + len("<|im_start|>")]  # the classifier's cut
+        self.prefix_text = prompt_frame(tokenizer)[0]  # the classifier's cut
         self.prefix: tuple[int, ...] = tuple(tokenizer.encode(self.prefix_text, add_special_tokens=False))
         self._completions: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
 

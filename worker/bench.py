@@ -14,6 +14,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,17 @@ def run_classifier(args: argparse.Namespace) -> int:
             continue
         report["rows"].extend(asdict(row) for row in rows)
     print_table(report["rows"])
+    write_outputs(report, args, plot)
+    return 0
+
+
+def write_outputs(report: dict[str, Any], args: argparse.Namespace,
+                  plot_report: Callable[[dict[str, Any], Path], None]) -> None:
+    """The --json and --plot outputs every benchmark takes."""
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.plot:
-        plot(report, Path(args.plot))
-    return 0
+        plot_report(report, Path(args.plot))
 
 
 def bench_notifications(n: int) -> list[Notification]:

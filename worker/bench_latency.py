@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -76,7 +75,7 @@ def register_latency(subparsers: Any) -> None:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    from worker.bench import machine
+    from worker.bench import machine, write_outputs
 
     configure_logging("warning")
     rates = sorted(float(rate) for rate in args.rates.split(","))
@@ -87,10 +86,7 @@ def run_latency(args: argparse.Namespace) -> int:
         report |= asyncio.run(bench_latency(bootstrap, rates, seconds=args.seconds, idempotent=args.idempotent,
                                             serve_args=_serve_args(args)))
     print_latency(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    if args.plot:
-        plot_latency(report, Path(args.plot))
+    write_outputs(report, args, plot_latency)
     return 0
 
 

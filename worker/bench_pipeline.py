@@ -101,7 +101,7 @@ def broker_address(bootstrap: str | None) -> Iterator[str]:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from worker.bench import machine
+    from worker.bench import machine, write_outputs
 
     configure_logging("warning")
     report: dict[str, Any] = {"machine": machine(), "broker": args.bootstrap or "embedded Tansu"}
@@ -111,10 +111,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         report |= asyncio.run(bench_pipeline(bootstrap, n=args.n, repeat=args.repeat, idempotent=args.idempotent,
                                              overrides=overrides))
     print_pipeline(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    if args.plot:
-        plot_pipeline(report, Path(args.plot))
+    write_outputs(report, args, plot_pipeline)
     return 0
 
 

@@ -28,14 +28,11 @@ from worker.contract import (
     Confidence,
     Notification,
     parse_answer,
-    render_prompt,
+    prompt_frame,
     render_user_message,
 )
 from worker.modeling import EOS_TOKEN, LoadedModel, load_model
 from worker.settings import Settings
-
-USER_TURN = "<|im_start|>user\n"
-USER_SLOT = "\x00notif-user-message\x00"
 
 
 class InferenceError(RuntimeError):
@@ -62,7 +59,8 @@ class Classifier:
         self.eos_id: int = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
         self.pad_id: int = self.tokenizer.pad_token_id
         self.trie = AnswerTrie(lambda text: self.tokenizer.encode(text, add_special_tokens=False), self.eos_id)
-        self.prefix_text, self.prefix_ids = self._split_prefix()
+        prefix, self._before, self._after = prompt_frame(self.tokenizer)
+        self.prefix_ids: list[int] = self.tokenizer.encode(prefix, add_special_tokens=False)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._lock = threading.Lock()
         self._cache_kwarg = _cache_kwarg(self.model)
@@ -79,24 +77,9 @@ class Classifier:
 
     # --- prompts ----------------------------------------------------------------------------------------
 
-    def _split_prefix(self) -> tuple[str, list[int]]:
-        """The system turn up to the user turn's <|im_start|>: the same for every notification.
-
-        The cut sits right after a special token, so tokenizing the two halves apart gives exactly the
-        tokens of the whole (tests/unit/test_classifier_prompt.py checks it).
-        """
-        probe = render_prompt(self.tokenizer, USER_SLOT)
-        cut = probe.index(USER_TURN) + len("<|im_start|>")
-        prefix = probe[:cut]
-        # The chat template inserts the user text verbatim, so it is rendered once around a placeholder
-        # and filled by concatenation (a jinja render per message cost more than the tokenizer).
-        self._frame = tuple(probe[cut:].split(USER_SLOT))
-        return prefix, self.tokenizer.encode(prefix, add_special_tokens=False)
-
     def _prepare(self, notification: Notification) -> Prompt:
         user, truncated = render_user_message(notification, self.tokenizer, self.settings.max_input_tokens)
-        before, after = self._frame
-        suffix = self.tokenizer.encode(before + user + after, add_special_tokens=False)
+        suffix = self.tokenizer.encode(self._before + user + self._after, add_special_tokens=False)
         return Prompt(tuple(suffix), truncated)
 
     def count_tokens(self, notification: Notification) -> int:

@@ -247,6 +247,24 @@ def render_prompt(tokenizer: Tokenizer, user_message: str) -> str:
     return str(text)
 
 
+USER_TURN = "<|im_start|>user\n"
+_USER_SLOT = "\x00notif-user-message\x00"
+
+
+def prompt_frame(tokenizer: Tokenizer) -> tuple[str, str, str]:
+    """(prefix, before, after): every prompt is `prefix + before + user_message + after`.
+
+    The prefix (the system turn, up to the user turn's <|im_start|>) is the same for every notification
+    and ends right after a special token, so tokenizing it apart from the rest gives exactly the tokens of
+    the whole prompt: the classifier caches its keys and values, the trainer runs it once per batch. The
+    chat template inserts the user text verbatim, so the rest is filled by concatenation, no jinja render.
+    """
+    probe = render_prompt(tokenizer, _USER_SLOT)
+    cut = probe.index(USER_TURN) + len("<|im_start|>")
+    before, after = probe[cut:].split(_USER_SLOT)
+    return probe[:cut], before, after
+
+
 def render_training_text(tokenizer: Tokenizer, user_message: str, answer: str) -> tuple[str, str]:
     """(prompt, completion) for training: prompt is exactly render_prompt's, completion the answer turn."""
     full = str(tokenizer.apply_chat_template(

@@ -1,0 +1,13 @@
+# Sourced by the GPU scripts: output folder, offline settings, the staged wheels and tokenizer
+# (scripts/gpu_prepare.sh). NO_WHEELS=1 skips the staged files (e.g. to try a script on this machine).
+OUT=${OUT:-$PWD/gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+if [ -z "${NO_WHEELS:-}" ] && [ -f .gpu/tokenizer.tgz ]; then
+  mkdir -p /tmp/notif-tokenizer && tar xzf .gpu/tokenizer.tgz -C /tmp/notif-tokenizer
+  export NOTIF_TOKENIZER_DIR=/tmp/notif-tokenizer NOTIF_CACHE_DIR=${NOTIF_CACHE_DIR:-/tmp/notif-cache}
+fi
