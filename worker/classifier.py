@@ -1,9 +1,11 @@
 """The batched classifier: notifications in, folder + priority + confidence out. Knows nothing of Kafka.
 
-constrained (default): walks the answer trie with the model, one forward pass per branch, on top of a
-KV cache of the system prompt computed once. Identical to greedy decoding restricted to the 12 valid
-answers, so it cannot fail to parse. generate: free greedy generation and strict JSON parsing, as the
-reference did; an answer that does not parse is counted and re-scored by the constrained path.
+constrained (default): walks the answer trie with the model in one forward pass per batch (every choice
+point fed side by side, notifications packed into rows: answer_trie.FeedPlan, layout), on top of a KV cache
+of the system prompt computed once, reading only the logits of the tokens a choice can pick. Identical to
+greedy decoding restricted to the 12 valid answers, so it cannot fail to parse. generate: free greedy
+generation and strict JSON parsing, as the reference did; an answer that does not parse is counted and
+re-scored by the constrained path.
 
 Exceptions: InferenceError wraps anything the model raised during a batch (e.g. CUDA out of memory).
 """
@@ -31,6 +33,7 @@ from worker.contract import (
     prompt_frame,
     render_user_message,
 )
+from worker.layout import build_pass
 from worker.modeling import EOS_TOKEN, LoadedModel, load_model
 from worker.settings import Settings
 
@@ -69,6 +72,12 @@ class Classifier:
         self._choice_tokens = sorted({t for node in self.plan.choice_nodes for t in node.choices})
         self._ancestors = torch.tensor(self.plan.ancestors(), dtype=torch.bool)
         self._additive_mask = getattr(self.model.config, "_attn_implementation", "sdpa") == "eager"
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self._decoder = base.get_decoder()  # the transformer body; LoRA layers live inside it
+        self._decoder_cache_kwarg = _cache_kwarg(self._decoder)
+        self._head = base.get_output_embeddings()
+        self._choice_head = (self._head.weight[self._choice_tokens].detach().clone()
+                             if type(self._head) is torch.nn.Linear and self._head.bias is None else None)
         self.prepare = lru_cache(maxsize=8192)(self._prepare)
 
     @classmethod
@@ -122,23 +131,20 @@ class Classifier:
     # --- constrained: walk the answer trie ----------------------------------------------------------------
 
     def score(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float]]]:
-        """Greedy decoding restricted to the valid answers, in ONE forward pass (see FeedPlan)."""
+        """Greedy decoding restricted to the valid answers, in ONE forward pass (see FeedPlan and layout)."""
         plan = self.plan
-        trunks = [[*p.suffix_ids, *plan.trunk] for p in prompts]
-        lengths = [len(t) for t in trunks]
-        width = max(lengths)  # trunks are left-padded to this; the plan's tokens follow at the same columns
-        start = len(self.prefix_ids)
-        ids = [[self.pad_id] * (width - n) + t + plan.tokens for t, n in zip(trunks, lengths, strict=True)]
-        positions = [[start] * (width - n) + list(range(start, start + n)) + [start + n + d for d in plan.depths]
-                     for n in lengths]
+        fed = build_pass([[*p.suffix_ids, *plan.trunk] for p in prompts], plan.tokens, plan.depths,
+                         self._ancestors, self._slots, len(self.prefix_ids), self.pad_id)
         device = self.device
-        mask = self._tree_mask(lengths, width)
-        keep = torch.tensor([width - 1 if slot < 0 else width + slot for slot in self._slots], device=device)
-        out = self.model(input_ids=torch.tensor(ids, device=device),
-                         position_ids=torch.tensor(positions, device=device),
-                         attention_mask={"full_attention": mask, "sliding_attention": mask}, use_cache=True,
-                         logits_to_keep=keep, **{self._cache_kwarg: self._prefix_cache(len(prompts))})
-        picked = out.logits[:, :, self._choice_tokens].float().cpu().tolist()  # [B, slots, choice tokens]
+        mask = fed.mask.to(device)
+        if self._additive_mask:
+            mask = torch.zeros(mask.shape, dtype=self.model.dtype, device=device).masked_fill(
+                ~mask, torch.finfo(self.model.dtype).min)
+        out = self._decoder(input_ids=fed.input_ids.to(device), position_ids=fed.position_ids.to(device),
+                            attention_mask={"full_attention": mask, "sliding_attention": mask}, use_cache=True,
+                            **{self._decoder_cache_kwarg: self._prefix_cache(fed.input_ids.shape[0])})
+        hidden = out.last_hidden_state[fed.read_rows.to(device), fed.read_cols.to(device)]  # [N * S, H]
+        picked = self._choice_logits(hidden).float().view(len(prompts), len(self._slots), -1).cpu().tolist()
         slot_of = {slot: i for i, slot in enumerate(self._slots)}
         column = {token: i for i, token in enumerate(self._choice_tokens)}
         answers = []
@@ -147,21 +153,11 @@ class Classifier:
             answers.append((folder, priority, confidence))
         return answers
 
-    def _tree_mask(self, lengths: list[int], width: int) -> torch.Tensor:
-        """[B, 1, W, prefix + W] attention mask: causal over each trunk, tree-shaped over the plan's tokens."""
-        size = width + len(self.plan.tokens)
-        columns = torch.arange(size)
-        starts = width - torch.tensor(lengths)  # first real trunk column per row
-        real = (columns[None, :] >= starts[:, None]) & (columns[None, :] < width)  # [B, W] keys
-        causal = columns[None, :] <= columns[:, None]  # [W, W]: key <= query
-        local = real[:, None, :] & causal[None]  # [B, W, W]
-        local[:, width:, width:] = self._ancestors
-        prefix = torch.ones(len(lengths), size, len(self.prefix_ids), dtype=torch.bool)
-        mask = torch.cat([prefix, local], dim=-1)[:, None].to(self.device)
-        if self._additive_mask:
-            return torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
-                ~mask, torch.finfo(self.model.dtype).min)
-        return mask
+    def _choice_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[M, choice tokens]: the output layer for the tokens a choice can pick, not the 151k vocabulary."""
+        if self._choice_head is not None:
+            return torch.nn.functional.linear(hidden, self._choice_head)
+        return self._head(hidden)[:, self._choice_tokens]  # an adapted or quantized head: apply it whole
 
     def _prefix_cache(self, batch: int) -> Any:
         """A fresh KV cache holding the system prefix for `batch` rows (the prefix is computed once)."""
