@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
@@ -67,7 +66,8 @@ class Delivery:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-    acknowledged: Callable[[], None]
+    counter: Any  # the labelled Prometheus counter child that counts it (classifications or dead letters)
+    input_ms: int | None = None  # a result's input timestamp: its end-to-end latency is observed at the ack
 
 
 class Pipeline:
@@ -283,13 +283,9 @@ class Pipeline:
         if counter is None:  # labels() is slow enough to matter once per message: keep the children
             counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
             self._classified[(result.folder, result.priority)] = counter
-
-        def acknowledged() -> None:
-            counter.inc()
-            if work.record.timestamp >= 0:
-                self.metrics.end_to_end_latency.observe(max(0.0, time.time() - work.record.timestamp / 1000))
-
-        return Delivery(work, self.settings.output_topic, key, result.to_json_bytes(), [], acknowledged)
+        timestamp = work.record.timestamp
+        return Delivery(work, self.settings.output_topic, key, result.to_json_bytes(), [], counter,
+                        timestamp if timestamp >= 0 else None)
 
     def _dead_letter(self, work: Work, reason: str, message: str) -> Delivery:
         record = work.record
@@ -298,7 +294,7 @@ class Pipeline:
         headers = dead_letter_headers(record.headers, reason=reason, message=message, topic=record.topic,
                                       partition=record.partition, offset=record.offset)
         return Delivery(work, self.settings.dlq_topic, record.key, record.value, headers,
-                        self.metrics.dead_letters.labels(reason=reason).inc)
+                        self.metrics.dead_letters.labels(reason=reason))
 
     def _spawn(self, deliveries: list[Delivery]) -> None:
         self._track(asyncio.create_task(self._send_all(deliveries)))
@@ -308,27 +304,33 @@ class Pipeline:
         task.add_done_callback(self._deliveries.discard)
 
     async def _send_all(self, deliveries: list[Delivery]) -> None:
-        """Hand messages to the producer in order; each settles when its acknowledgement arrives.
+        """Hand messages to the producer as record batches per topic and partition, in order within each.
 
-        One task per batch and a callback per message: a task per message cost more than the send itself.
+        A batch settles when its acknowledgement arrives: every message in it is done, or each is retried.
+        One task and one callback per batch: per message, these cost more than building the records.
         """
+        by_topic: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
+            by_topic.setdefault(delivery.topic, []).append(delivery)
+        for topic, group in by_topic.items():
             try:
-                future = await self.kafka.send(delivery.topic, key=delivery.key, value=delivery.value,
-                                               headers=delivery.headers)
+                sent = await self.kafka.send_batches(topic, [(d.key, d.value, d.headers) for d in group])
             except PublishFailed as exc:
-                self._retry(delivery, exc)
+                for delivery in group:
+                    self._retry(delivery, exc)
                 continue
-            self._unconfirmed.add(future)
-            future.add_done_callback(partial(self._confirmed, delivery))
+            for future, members in sent:
+                self._unconfirmed.add(future)
+                future.add_done_callback(partial(self._confirmed, topic, [group[i] for i in members]))
 
-    def _confirmed(self, delivery: Delivery, future: asyncio.Future[Any]) -> None:
+    def _confirmed(self, topic: str, deliveries: list[Delivery], future: asyncio.Future[Any]) -> None:
         self._unconfirmed.discard(future)
-        error = delivery_error(delivery.topic, future)
-        if error is None:
-            self._done(delivery)
-        else:
-            self._retry(delivery, error)
+        error = delivery_error(topic, future)
+        if error is not None:
+            for delivery in deliveries:
+                self._retry(delivery, error)
+            return
+        self._acknowledged(deliveries)
 
     def _retry(self, delivery: Delivery, error: PublishFailed) -> None:
         if not delivery.work.state.closed:
@@ -352,12 +354,23 @@ class Pipeline:
                 break
             except PublishFailed as exc:
                 error = exc
-        self._done(delivery)
+        self._acknowledged([delivery])
 
-    def _done(self, delivery: Delivery) -> None:
-        work = delivery.work
-        work.state.ack(work.record.offset)
-        delivery.acknowledged()
+    def _acknowledged(self, deliveries: list[Delivery]) -> None:
+        """The broker has these: mark their offsets done and count them.
+
+        Then wake a drain, and wake the fetch loop once in-flight work is down to half.
+        """
+        counts: dict[Any, int] = {}
+        now = time.time()
+        latency = self.metrics.end_to_end_latency
+        for delivery in deliveries:
+            delivery.work.state.ack(delivery.work.record.offset)
+            counts[delivery.counter] = counts.get(delivery.counter, 0) + 1
+            if delivery.input_ms is not None:
+                latency.observe(max(0.0, now - delivery.input_ms / 1000))
+        for counter, count in counts.items():
+            counter.inc(count)
         self._acked.set()
         if not self._room.is_set() and self.tracker.in_flight <= self.settings.max_in_flight // 2:
             self._room.set()

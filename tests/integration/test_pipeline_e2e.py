@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from tests.integration.kafka_helpers import Sent, Topics, committed, eventually, produce, read_all
@@ -109,6 +110,10 @@ def expect_outputs(outputs: Sequence, sent: Sequence[Sent]) -> None:
     assert sorted(((r.key, r.value) for r in outputs), key=repr) == sorted(expected, key=repr)
     assert len(outputs) == len(sent)  # no duplicates either
     assert all(r.headers == () for r in outputs)
+    # each keyed result is where Kafka's default partitioner (murmur2 of the key) puts it
+    keyed = [r for r in outputs if r.key is not None]
+    assert len(keyed) == sum(key is not None for key, _ in expected) == 4
+    assert all(r.partition == DefaultPartitioner()(r.key, [0, 1], [0, 1]) for r in keyed)
 
 
 def expect_dead_letters(dead: Sequence, sent: Sequence[Sent], source_topic: str) -> None:

@@ -1,10 +1,23 @@
-"""Client options from Settings (TLS, SASL, idempotence) and the retry backoff."""
+"""Client options from Settings (TLS, SASL, idempotence), the retry backoff, and key partitioning."""
 
 from __future__ import annotations
 
-import pytest
+import random
+import uuid
 
-from worker.kafka_io import KafkaConfigError, backoff_s, consumer_options, producer_options
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as reference_murmur2
+
+from worker.kafka_io import (
+    NUMPY_MIN_KEYS,
+    KafkaConfigError,
+    backoff_s,
+    consumer_options,
+    murmur2,
+    partitions_for_keys,
+    producer_options,
+)
 from worker.settings import Settings
 
 
@@ -41,3 +54,29 @@ def test_sasl_without_mechanism_or_with_oauth_is_refused() -> None:
 def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff_s(n, 5.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     assert backoff_s(10_000, 30.0) == 30.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_murmur2_is_kafkas(seed: int) -> None:
+    rng = random.Random(seed)
+    for length in [*range(0, 70), 255, 1000]:
+        data = bytes(rng.randrange(256) for _ in range(length))
+        assert murmur2(data) == reference_murmur2(data), length
+
+
+def test_partitions_for_keys_match_the_default_partitioner() -> None:
+    rng = random.Random(7)
+    partitions = [0, 1, 2, 3, 4, 5, 6]
+    # a group of same-length ids takes the numpy path, odd lengths the per-key one; None is random
+    keys: list[bytes | None] = [str(uuid.UUID(int=rng.getrandbits(128))).encode() for _ in range(200)]
+    keys += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) for _ in range(50)]
+    keys += [None] * 5
+    rng.shuffle(keys)
+    assert sum(len(k) == 36 for k in keys if k) >= NUMPY_MIN_KEYS
+    chosen = partitions_for_keys(keys, partitions)
+    reference = DefaultPartitioner()
+    for key, partition in zip(keys, chosen, strict=True):
+        if key is None:
+            assert partition in partitions
+        else:
+            assert partition == reference(key, partitions, partitions)
