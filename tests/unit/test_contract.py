@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -17,6 +18,7 @@ from worker.contract import (
     Notification,
     decode_notification,
     format_answer,
+    notification_from_fields,
     parse_answer,
     render_user_message,
     valid_answers,
@@ -137,3 +139,20 @@ def test_result_serialises_to_one_json_object() -> None:
     data = json.loads(result.to_json_bytes())
     assert data["folder"] == "Work" and data["priority"] == 3 and data["contract_version"] == "1.0"
     assert data["confidence"] == {"folder": 0.9, "priority": 0.8}
+
+
+def test_the_fast_json_path_decodes_as_the_careful_one() -> None:
+    # decode_notification parses well-formed objects with pydantic's JSON parser; everything else (and
+    # anything that parser refuses) takes json.loads + validation. Both must give the same notification.
+    rng = random.Random(3)
+    texts = ["hi", "café ☕", "東京", "emoji 🎉", 'quote " and \\ backslash', "tab\tnew\nline", " spaced "]
+    raws = []
+    for _ in range(300):
+        fields = {name: rng.choice([*texts, None]) for name in rng.sample(
+            ["id", "app", "title", "body", "sender", "timestamp", "extra"], k=rng.randint(1, 6))}
+        fields["title"] = rng.choice(texts)
+        raws.append(json.dumps(fields, ensure_ascii=rng.random() < 0.5).encode())
+    raws += [b' \n{"title": "padded"}\t', b'{"title": "x", "title": "last wins"}', b'{"body": "a\\ud800b"}']
+    for raw in raws:
+        careful = notification_from_fields(json.loads(raw.decode().strip()))
+        assert decode_notification(raw) == careful, raw
