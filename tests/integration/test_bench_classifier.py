@@ -1,0 +1,30 @@
+"""`bench classifier` on the tiny model: both modes timed, fallback time separated, answers compared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from worker.bench import bench_notifications, bench_variant, print_table
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_rows_per_mode_and_generation_alone(make_settings: Callable[..., Settings],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rows = bench_variant(make_settings(max_input_tokens=128), "bf16", ["constrained", "generate"], [4],
+                         bench_notifications(8), max_seconds=30)
+    constrained, generate = rows
+    assert (constrained.mode, generate.mode) == ("constrained", "generate")
+    assert constrained.items == generate.items == 8
+    assert constrained.fallback_s == 0 and constrained.items_per_s_without_fallback is None
+    # a random model never writes JSON: every generated item is re-scored, and that time is set apart
+    assert generate.parse_failures == 8
+    assert generate.fallback_s > 0
+    assert generate.items_per_s_without_fallback is not None
+    assert generate.items_per_s_without_fallback > generate.items_per_s
+    assert generate.disagreements == 0  # the fallback is the constrained answer
+    print_table([row.__dict__ for row in rows])
+    assert "against generation alone, without fallback" in capsys.readouterr().out
