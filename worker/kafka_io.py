@@ -37,6 +37,9 @@ OnAssigned = Callable[[set[TopicPartition]], None]
 PRODUCER_MAX_REQUEST_BYTES = 2 * 1024 * 1024
 REBALANCE_MARGIN_MS = 10_000
 PRODUCER_LINGER_MS = 5
+# Record batches the worker builds (KafkaClients.send_batches) hold up to this many bytes per partition.
+# aiokafka's 16 KiB default fits ~60 results; the broker's default limit on a batch is 1 MB.
+PRODUCER_BATCH_BYTES = 512 * 1024
 # How long the broker may hold a fetch when no data is there. Kafka and Redpanda answer as soon as a record
 # arrives; Tansu holds it for the whole wait, which then sets the end-to-end latency (500 ms by default).
 FETCH_MAX_WAIT_MS = 100
@@ -197,6 +200,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "enable_idempotence": settings.producer_idempotence,
         "linger_ms": PRODUCER_LINGER_MS,
         "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
+        "max_batch_size": PRODUCER_BATCH_BYTES,
     }
 
 

@@ -95,6 +95,8 @@ class Pipeline:
         self._room = asyncio.Event()  # cleared while backpressure waits for in-flight work to halve
         self._room.set()
         self._commit_lock = asyncio.Lock()
+        self._outbox: list[Delivery] = []  # results and dead letters not yet handed to the producer
+        self._publisher: asyncio.Task[None] | None = None
         self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -297,7 +299,17 @@ class Pipeline:
                         self.metrics.dead_letters.labels(reason=reason))
 
     def _spawn(self, deliveries: list[Delivery]) -> None:
-        self._track(asyncio.create_task(self._send_all(deliveries)))
+        """Queue messages for the one publisher task (started when none is running)."""
+        self._outbox.extend(deliveries)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish())
+            self._track(self._publisher)
+
+    async def _publish(self) -> None:
+        """Hand over everything queued, in order; what arrives meanwhile goes in the next, larger hand-over."""
+        while self._outbox:
+            deliveries, self._outbox = self._outbox, []
+            await self._send_all(deliveries)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._deliveries.add(task)
@@ -307,7 +319,7 @@ class Pipeline:
         """Hand messages to the producer as record batches per topic and partition, in order within each.
 
         A batch settles when its acknowledgement arrives: every message in it is done, or each is retried.
-        One task and one callback per batch: per message, these cost more than building the records.
+        One callback per record batch: per message, a task or a callback costs more than building the record.
         """
         by_topic: dict[str, list[Delivery]] = {}
         for delivery in deliveries:

@@ -10,7 +10,15 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
-from tests.integration.kafka_helpers import Sent, Topics, committed, eventually, produce, read_all
+from tests.integration.kafka_helpers import (
+    Sent,
+    Topics,
+    committed,
+    eventually,
+    notification_messages,
+    produce,
+    read_all,
+)
 from worker.contract import ClassificationResult, Notification, decode_notification
 from worker.health import HealthState
 from worker.inference import InferenceThread
@@ -156,3 +164,29 @@ def expect_metrics(registry: CollectorRegistry) -> None:
     assert value("notif_commit_failures_total") == 0
     assert value("notif_assigned_partitions") == 2
     assert value("notif_parse_failures_total") == 0
+
+
+async def test_results_keep_input_order_within_a_partition(broker: str,
+                                                           make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    # one input and one output partition, many small batches: one publisher hands them over in order
+    topics = await make_topics(partitions=1)
+    settings = Settings.model_validate({
+        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
+        "max_batch_size": 4, "max_wait_ms": 1, "commit_interval_ms": 50,
+    })
+    messages = notification_messages(400)
+    await produce(broker, topics.input, messages)
+    health = HealthState(liveness_timeout_s=30)
+    health.model_loaded = True
+    thread = InferenceThread()
+    pipeline = Pipeline(settings, InstantClassifier(), KafkaClients(settings), thread,
+                        Metrics(CollectorRegistry()), health)
+    stop = asyncio.Event()
+    running = asyncio.create_task(pipeline.run(stop))
+    try:
+        outputs = await read_all(broker, topics.output, at_least=len(messages), timeout_s=40)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 40)
+        thread.stop()
+    assert [r.key for r in sorted(outputs, key=lambda r: r.offset)] == [key for key, _ in messages]
