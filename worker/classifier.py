@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from worker.answer_trie import AnswerTrie, FeedPlan, choose, walk, walk_plan
+from worker.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
 from worker.batching import plan_batches
 from worker.contract import (
     PRIORITY_LABELS,
@@ -33,11 +33,9 @@ from worker.contract import (
     prompt_frame,
     render_user_message,
 )
-from worker.layout import Pass, build_continuation, build_pass
+from worker.layout import build_pass
 from worker.modeling import EOS_TOKEN, LoadedModel, load_model
 from worker.settings import Settings
-
-TWO_STAGE_MIN_BATCH = 128  # from this batch size on, score() feeds the answer tree in a second pass
 
 
 class InferenceError(RuntimeError):
@@ -81,13 +79,6 @@ class Classifier:
         self._choice_head = (self._head.weight[self._choice_tokens].detach().clone()
                              if type(self._head) is torch.nn.Linear and self._head.bias is None else None)
         self.prepare = lru_cache(maxsize=8192)(self._prepare)
-        self.two_stage_min_batch = TWO_STAGE_MIN_BATCH
-        self._column = {token: i for i, token in enumerate(self._choice_tokens)}
-        # per first choice: the plan tokens of its branch (parents first) and the read slots among them
-        edges = {self.plan.tokens[i]: i for i, parent in enumerate(self.plan.parents) if parent < 0}
-        ancestors = self.plan.ancestors()
-        self._branch = {t: [j for j in range(len(self.plan.tokens)) if ancestors[j][edges[t]]] for t in edges}
-        self._reads = {t: [slot for slot in self._slots if slot >= 0 and ancestors[slot][edges[t]]] for t in edges}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -140,53 +131,10 @@ class Classifier:
     # --- constrained: walk the answer trie ----------------------------------------------------------------
 
     def score(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float]]]:
-        """Greedy decoding restricted to the valid answers (see FeedPlan and layout).
-
-        One forward pass feeds every branch of the answer tree side by side. From TWO_STAGE_MIN_BATCH
-        notifications on, where the model is compute-bound, the first pass stops at the first choice and a
-        second pass feeds only the chosen branch: about a quarter fewer tokens for one more pass.
-        """
+        """Greedy decoding restricted to the valid answers, in ONE forward pass (see FeedPlan and layout)."""
         plan = self.plan
-        trunks = [[*p.suffix_ids, *plan.trunk] for p in prompts]
-        if len(prompts) >= self.two_stage_min_batch:
-            rows = self._score_two_stage(trunks)
-        else:
-            fed = build_pass(trunks, plan.tokens, plan.depths, self._ancestors, self._slots,
-                             len(self.prefix_ids), self.pad_id)
-            picked = self._forward(fed, self._prefix_cache(fed.input_ids.shape[0]))
-            rows = [picked[i * len(self._slots):(i + 1) * len(self._slots)] for i in range(len(prompts))]
-        slot_of = {slot: i for i, slot in enumerate(self._slots)}
-        answers = []
-        for row in rows:
-            (folder, priority), confidence = walk_plan(plan, _reader(row, slot_of, self._column))
-            answers.append((folder, priority, confidence))
-        return answers
-
-    def _score_two_stage(self, trunks: list[list[int]]) -> list[list[list[float]]]:
-        """Choice-token logits per notification and read slot: the first choice, then its branch only."""
-        plan = self.plan
-        prefix = len(self.prefix_ids)
-        first = build_pass(trunks, [], [], self._ancestors[:0, :0], [-1], prefix, self.pad_id)
-        cache = self._prefix_cache(first.input_ids.shape[0])
-        opening = self._forward(first, cache)  # [N][choice tokens], at each trunk's end
-        chosen = [choose(plan.first, [logits[self._column[t]] for t in plan.first.choices])[0]
-                  for logits in opening]
-        second = build_continuation(first, [len(t) for t in trunks], [self._branch[t] for t in chosen],
-                                    plan.tokens, plan.depths, self._ancestors, [self._reads[t] for t in chosen],
-                                    prefix, self.pad_id)
-        rest = iter(self._forward(second, cache))  # the cache now holds the prefix and the first pass
-        slot_of = {slot: i for i, slot in enumerate(self._slots)}
-        rows: list[list[list[float]]] = []
-        for logits, token in zip(opening, chosen, strict=True):
-            row: list[list[float]] = [[] for _ in self._slots]  # slots off the chosen path are never read
-            row[slot_of[-1]] = logits
-            for read in self._reads[token]:
-                row[slot_of[read]] = next(rest)
-            rows.append(row)
-        return rows
-
-    def _forward(self, fed: Pass, cache: Any) -> list[list[float]]:
-        """Run one laid-out pass on top of `cache`; the choice-token logits at its read positions."""
+        fed = build_pass([[*p.suffix_ids, *plan.trunk] for p in prompts], plan.tokens, plan.depths,
+                         self._ancestors, self._slots, len(self.prefix_ids), self.pad_id)
         device = self.device
         mask = fed.mask.to(device)
         if self._additive_mask:
@@ -194,10 +142,16 @@ class Classifier:
                 ~mask, torch.finfo(self.model.dtype).min)
         out = self._decoder(input_ids=fed.input_ids.to(device), position_ids=fed.position_ids.to(device),
                             attention_mask={"full_attention": mask, "sliding_attention": mask}, use_cache=True,
-                            **{self._decoder_cache_kwarg: cache})
-        hidden = out.last_hidden_state[fed.read_rows.to(device), fed.read_cols.to(device)]  # [reads, H]
-        logits: list[list[float]] = self._choice_logits(hidden).float().cpu().tolist()
-        return logits
+                            **{self._decoder_cache_kwarg: self._prefix_cache(fed.input_ids.shape[0])})
+        hidden = out.last_hidden_state[fed.read_rows.to(device), fed.read_cols.to(device)]  # [N * S, H]
+        picked = self._choice_logits(hidden).float().view(len(prompts), len(self._slots), -1).cpu().tolist()
+        slot_of = {slot: i for i, slot in enumerate(self._slots)}
+        column = {token: i for i, token in enumerate(self._choice_tokens)}
+        answers = []
+        for row in picked:
+            (folder, priority), confidence = walk_plan(plan, _reader(row, slot_of, column))
+            answers.append((folder, priority, confidence))
+        return answers
 
     def _choice_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[M, choice tokens]: the output layer for the tokens a choice can pick, not the 151k vocabulary."""

@@ -74,8 +74,6 @@ class Pass:
     mask: torch.Tensor  # [R, 1, W, prefix + W] bool: may query attend to key
     read_rows: torch.Tensor  # [N * S]: row of each (segment, read slot), segment-major
     read_cols: torch.Tensor  # [N * S]: its column
-    owner: torch.Tensor  # [R, W]: the segment each column belongs to (-1: padding)
-    placed: list[tuple[int, int]]  # per segment: its row and first column
 
 
 def build_pass(trunks: Sequence[Sequence[int]], branch_tokens: Sequence[int], branch_depths: Sequence[int],
@@ -122,56 +120,6 @@ def build_pass(trunks: Sequence[Sequence[int]], branch_tokens: Sequence[int], br
         input_ids=torch.tensor(ids), position_ids=torch.tensor(positions),
         mask=torch.cat([prefix, local], dim=-1)[:, None],
         read_rows=torch.tensor(read_rows), read_cols=torch.tensor(read_cols),
-        owner=owner, placed=[starts[s] for s in range(len(trunks))],
-    )
-
-
-def build_continuation(first: Pass, trunk_lengths: Sequence[int], branches: Sequence[Sequence[int]],
-                       tokens: Sequence[int], depths: Sequence[int], ancestors: torch.Tensor,
-                       reads: Sequence[Sequence[int]], prefix_length: int, pad_id: int) -> Pass:
-    """A second pass on top of `first` (kept as KV cache): segment i continues with the tree tokens
-    `branches[i]` (indices into `tokens`, parents first), in new columns of its own row.
-
-    A new token sees the system prefix, its segment's tokens of the first pass (all of them: they
-    precede it) and its own ancestors among the new tokens. `reads[i]` are the token indices whose
-    output is wanted, read segment-major.
-    """
-    rows = first.owner.shape[0]
-    fill = [0] * rows
-    for (row, _), branch in zip(first.placed, branches, strict=True):
-        fill[row] += len(branch)
-    width = _round_up(max(max(fill), 1), WIDTH_MULTIPLE)
-    ids = [[pad_id] * width for _ in range(rows)]
-    positions = [[prefix_length] * width for _ in range(rows)]
-    segment = [[-1] * width for _ in range(rows)]
-    index = [[-1] * width for _ in range(rows)]
-    read_rows: list[int] = []
-    read_cols: list[int] = []
-    column = [0] * rows
-    placed: list[tuple[int, int]] = []
-    for s, ((row, _), branch) in enumerate(zip(first.placed, branches, strict=True)):
-        start = column[row]
-        placed.append((row, start))
-        end = start + len(branch)
-        ids[row][start:end] = [tokens[t] for t in branch]
-        positions[row][start:end] = [prefix_length + trunk_lengths[s] + depths[t] for t in branch]
-        segment[row][start:end] = [s] * len(branch)
-        index[row][start:end] = branch
-        at = {t: start + k for k, t in enumerate(branch)}
-        read_rows.extend([row] * len(reads[s]))
-        read_cols.extend(at[t] for t in reads[s])
-        column[row] = end
-    owner = torch.tensor(segment)
-    tree_index = torch.tensor(index)
-    cached = (owner[:, :, None] == first.owner[:, None, :]) & (owner[:, :, None] >= 0)  # [R, W2, W1]
-    same = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
-    related = ancestors[tree_index.clamp(min=0)[:, :, None], tree_index.clamp(min=0)[:, None, :]]
-    prefix = torch.ones(rows, width, prefix_length, dtype=torch.bool)
-    return Pass(
-        input_ids=torch.tensor(ids), position_ids=torch.tensor(positions),
-        mask=torch.cat([prefix, cached, same & related], dim=-1)[:, None],
-        read_rows=torch.tensor(read_rows), read_cols=torch.tensor(read_cols),
-        owner=owner, placed=placed,
     )
 
 
@@ -183,8 +131,6 @@ def _local_mask(owner: torch.Tensor, branch_index: torch.Tensor, ancestors: torc
     same = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
     query_branch = branch_index[:, :, None]
     key_branch = branch_index[:, None, :]
-    if ancestors.numel() == 0:  # no branch tokens in this pass
-        return same & causal
     related = ancestors[query_branch.clamp(min=0), key_branch.clamp(min=0)]
     # a trunk key is seen causally; a branch key only by a branch query that descends from it
     return same & torch.where(key_branch >= 0, (query_branch >= 0) & related, causal)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from worker.classifier import TWO_STAGE_MIN_BATCH, Classifier
+from worker.classifier import Classifier
 from worker.contract import Notification, render_prompt, render_user_message
 from worker.modeling import load_model
 from worker.settings import Settings
@@ -139,24 +139,3 @@ def test_nf4_runs_on_the_cpu(make_settings: Callable[..., Settings]) -> None:
         results = runner.classify(varied_notifications(6, seed=11))
         assert len(results) == 6
         assert all(r.folder in {"Work", "Personal", "Promotions", "Alerts"} for r in results)
-
-
-def test_two_stage_scoring_equals_one_pass(classifier: Classifier) -> None:
-    # large batches feed the answer tree in a second pass, only the chosen folder's branch
-    notifications = varied_notifications(200, seed=13)
-    one_pass = classifier.classify(notifications)
-    calls: list[int] = []
-    handle = classifier.model.model.embed_tokens.register_forward_hook(lambda *_: calls.append(1))
-    classifier.two_stage_min_batch = 1
-    try:
-        two_stage = classifier.classify(notifications)
-    finally:
-        classifier.two_stage_min_batch = TWO_STAGE_MIN_BATCH
-        handle.remove()
-    batches = -(-len(notifications) // classifier.settings.max_batch_size)
-    assert len(calls) == 2 * batches
-    assert [(r.folder, r.priority) for r in two_stage] == [(r.folder, r.priority) for r in one_pass]
-    assert len({(r.folder, r.priority) for r in one_pass}) >= 3
-    for a, b in zip(two_stage, one_pass, strict=True):
-        assert a.confidence.folder == pytest.approx(b.confidence.folder, abs=1e-4)
-        assert a.confidence.priority == pytest.approx(b.confidence.priority, abs=1e-4)
