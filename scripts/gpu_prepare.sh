@@ -8,6 +8,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   bitsandbytes==0.50.2 pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 annotated-types \
   typing-inspection python-dotenv structlog aiokafka==0.14.0 async-timeout
 mkdir -p .gpu
-dir=$(python3 -c "from worker.devmodels import fetch_qwen3_tokenizer; print(fetch_qwen3_tokenizer())")
+dir=$(python3 -c "from worker.dev.tokenizer import fetch_qwen3_tokenizer; print(fetch_qwen3_tokenizer())")
 tar czf .gpu/tokenizer.tgz -C "$dir" tokenizer.json tokenizer_config.json
 du -sh .whl .gpu

@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/gpu_env.sh"
 size=${SIZE:-0.6b}
-model=$(python3 -c "from worker.devmodels import build_random_qwen3, cache_root; print(build_random_qwen3(cache_root() / 'models' / 'qwen3-${size}-seed0', size='${size}'))")
+model=$(python3 -c "from worker.dev.models import cached_random_qwen3; print(cached_random_qwen3('${size}'))")
 python3 -m trainer synth --out /tmp/notif-data --n 1500 --seed 1 --train-size 1200
 python3 -m trainer train --model "$model" --data /tmp/notif-data/train.jsonl --out /tmp/notif-adapter \
   --max-steps "${STEPS:-30}" --log-every 5 --no-progress 2>&1 | grep -v -i warn | tee "$OUT/train.txt"

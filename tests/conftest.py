@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from worker.devmodels import build_random_qwen3, cache_root, fetch_qwen3_tokenizer
+from worker.dev.models import build_random_qwen3
+from worker.dev.tokenizer import cache_root, fetch_qwen3_tokenizer
 from worker.settings import Settings
 
 

@@ -28,7 +28,7 @@ from worker.contract import (
     render_training_text,
     render_user_message,
 )
-from worker.modeling import EOS_TOKEN
+from worker.model.loading import EOS_TOKEN
 
 IGNORE = -100  # label of a position without loss (cross_entropy's ignore_index)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from trainer import TrainerError
 from trainer.config import TrainConfig, add_config_flags, config_from_args
+from worker.commands.flags import add_model_flags, settings_from_args
 from worker.settings import Settings
-from worker.settings_cli import add_model_flags, settings_from_args
 
 
 def run_synth(args: argparse.Namespace) -> int:

@@ -19,9 +19,9 @@ from trainer import TrainerError
 from trainer.data import Example, read_dataset
 from trainer.metrics import compute_metrics
 from trainer.report import write_report
-from worker.classifier import Classifier, InferenceError
 from worker.contract import CONTRACT_VERSION, ClassificationResult
-from worker.modeling import ModelLoadError
+from worker.model.classifier import Classifier, InferenceError
+from worker.model.loading import ModelLoadError
 from worker.settings import Settings
 
 RESULTS_FILE = "results.json"

@@ -1,7 +1,7 @@
 """The training script: data, QLoRA model, a plain PyTorch loop with a loss on the answer only, the adapter.
 
 Reads top to bottom: set-up (processes, device, seed), data (validated, rendered by the worker's
-contract, tokenized), model (base from worker.modeling, then LoRA), optimizer and schedule, the loop
+contract, tokenized), model (base from worker.model.loading, then LoRA), optimizer and schedule, the loop
 (gradient accumulation, clipping, progress bar, loss and token accuracy), and saving (peft's files,
 notif_contract.json, training_config.json, training_summary.json). Under `accelerate launch` each
 process loads the base model onto its own GPU (per-rank device map, needed for QLoRA + DDP), trains
@@ -30,7 +30,7 @@ from trainer.config import TrainConfig
 from trainer.data import describe_problems, label_mix, read_dataset
 from trainer.plan import Plan, count_parameters, lora_config, make_plan, world_size
 from worker.contract import CONTRACT_VERSION, contract_fingerprint
-from worker.modeling import (
+from worker.model.loading import (
     CONTRACT_FILE,
     ModelLoadError,
     load_base_model,
@@ -160,7 +160,7 @@ def _setup(config: TrainConfig) -> Setup:
 
 
 def _checked(load: Callable[[Any], T], argument: Any) -> T:
-    """Call a worker.modeling loader, turning its ModelLoadError into a TrainingError."""
+    """Call a worker.model.loading loader, turning its ModelLoadError into a TrainingError."""
     try:
         return load(argument)
     except ModelLoadError as exc:

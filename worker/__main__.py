@@ -1,5 +1,5 @@
 """`python -m worker` is `notif-worker`."""
 
-from worker.cli import main
+from worker.commands.cli import main
 
 raise SystemExit(main())

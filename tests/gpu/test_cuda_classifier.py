@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.integration.test_classifier import restricted_greedy, varied_notifications
-from worker.classifier import Classifier
+from worker.model.classifier import Classifier
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

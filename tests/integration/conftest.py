@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from tests.integration.kafka_helpers import Topics
-from worker.embedded_broker import EmbeddedBroker, create_topics_async
+from worker.dev.broker import EmbeddedBroker, create_topics_async
 
 EXTERNAL_BOOTSTRAP = os.environ.get("NOTIF_TEST_BOOTSTRAP", "")
 

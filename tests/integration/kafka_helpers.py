@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from worker.embedded_broker import free_port
+from worker.dev.broker import free_port
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from worker.bench import bench_notifications, bench_variant, print_table
+from worker.bench.classifier import bench_notifications, bench_variant, print_table
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import main
+from worker.commands.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

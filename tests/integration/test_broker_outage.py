@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.conftest import EXTERNAL_BOOTSTRAP
 from tests.integration.kafka_helpers import Topics, WorkerProcess, eventually, notification_messages, produce, read_all
-from worker.embedded_broker import EmbeddedBroker, create_topics_async, free_port
+from worker.dev.broker import EmbeddedBroker, create_topics_async, free_port
 
 pytestmark = [
     pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120),

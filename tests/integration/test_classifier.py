@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from worker.classifier import Classifier
 from worker.contract import Notification, render_prompt, render_user_message
-from worker.modeling import load_model
+from worker.model.classifier import Classifier
+from worker.model.loading import load_model
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

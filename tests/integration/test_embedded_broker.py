@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.kafka_helpers import produce, read_all
-from worker.embedded_broker import EmbeddedBroker, create_topics_async, port_accepts
+from worker.dev.broker import EmbeddedBroker, create_topics_async, port_accepts
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -16,8 +16,8 @@ from trainer.data import read_dataset
 from trainer.metrics import compute_metrics, majority_baseline
 from trainer.synth import write_split
 from trainer.train import train
-from worker.classifier import Classifier
-from worker.devmodels import QWEN3_TINY
+from worker.dev.models import QWEN3_TINY
+from worker.model.classifier import Classifier
 from worker.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.modeling import CONTRACT_FILE, ModelLoadError, load_model
+from worker.model.loading import CONTRACT_FILE, ModelLoadError, load_model
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_adapter_from_another_contract_is_refused(make_settings: Callable[..., S
 def test_adapter_for_another_base_is_refused(make_settings: Callable[..., Settings], tmp_path: Path,
                                              tokenizer_dir: Path) -> None:
     from worker.contract import contract_fingerprint
-    from worker.devmodels import QWEN3_TINY, build_random_qwen3
+    from worker.dev.models import QWEN3_TINY, build_random_qwen3
 
     other = build_random_qwen3(tmp_path / "other", size="tiny", seed=1, tokenizer_dir=tokenizer_dir)
     config = json.loads((other / "config.json").read_text())

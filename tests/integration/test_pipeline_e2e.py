@@ -20,13 +20,13 @@ from tests.integration.kafka_helpers import (
     read_all,
 )
 from worker.contract import ClassificationResult, Notification, decode_notification
-from worker.health import HealthState
-from worker.inference import InferenceThread
-from worker.instant import InstantClassifier
-from worker.kafka_io import KafkaClients
-from worker.metrics import Metrics
-from worker.pipeline import Pipeline
+from worker.dev.instant import InstantClassifier
+from worker.observe.health import HealthState
+from worker.observe.metrics import Metrics
 from worker.settings import Settings
+from worker.stream.inference import InferenceThread
+from worker.stream.kafka_io import KafkaClients
+from worker.stream.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

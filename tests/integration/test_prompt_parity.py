@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from worker.classifier import Classifier
 from worker.contract import (
     Notification,
     format_answer,
@@ -14,6 +13,7 @@ from worker.contract import (
     render_training_text,
     render_user_message,
 )
+from worker.model.classifier import Classifier
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.integration.kafka_helpers import Topics, WorkerProcess, notification_messages, produce, read_all
 from worker.contract import FOLDERS, PRIORITIES, ClassificationResult
-from worker.metrics import Metrics
+from worker.observe.metrics import Metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -16,8 +16,8 @@ from trainer.config import TrainConfig
 from trainer.data import read_dataset
 from trainer.synth import iter_raw_notifications, write_split
 from trainer.train import train
-from worker.classifier import Classifier
 from worker.contract import contract_fingerprint, format_answer
+from worker.model.classifier import Classifier
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

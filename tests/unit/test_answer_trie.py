@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from worker.answer_trie import AnswerTrie, choose, forced_chain, restricted_softmax, walk
 from worker.contract import format_answer
+from worker.model.answer_trie import AnswerTrie, choose, forced_chain, restricted_softmax, walk
 
 EOS = 0
 
@@ -51,7 +51,7 @@ def test_walk_scores_each_decision() -> None:
 
 
 def test_feed_plan_lays_out_every_choice_for_one_pass() -> None:
-    from worker.answer_trie import FeedPlan, walk_plan
+    from worker.model.answer_trie import FeedPlan, walk_plan
 
     trie = AnswerTrie(encode, EOS)
     plan = FeedPlan.of(trie)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from worker.batch_queue import BatchQueue, batch_length
+from worker.stream.batch_queue import BatchQueue, batch_length
 
 
 def test_batch_length_respects_size_and_padded_tokens() -> None:

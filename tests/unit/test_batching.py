@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.batching import padding_waste, plan_batches
+from worker.model.planning import padding_waste, plan_batches
 
 
 def test_every_index_once_and_budgets_hold() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from worker.bench_latency import lag_slope, parse_metrics, quantile, subtract
-from worker.metrics import Metrics
+from worker.bench.latency import lag_slope, parse_metrics, quantile, subtract
+from worker.observe.metrics import Metrics
 
 INF = float("inf")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from worker.cli import build_parser
+from worker.commands.cli import build_parser
+from worker.commands.demo import _left, format_result, remember_text
+from worker.commands.produce_demo import send_delay_s
 from worker.contract import ClassificationResult, Confidence
-from worker.demo import _left, format_result, remember_text
-from worker.demo_producer import send_delay_s
 
 
 def test_pacing_follows_the_start_time_not_the_last_send() -> None:

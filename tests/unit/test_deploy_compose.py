@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.cli import build_parser
+from worker.commands.cli import build_parser
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

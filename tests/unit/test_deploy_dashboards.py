@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from worker.metrics import Metrics
+from worker.observe.metrics import Metrics
 
 promql = pytest.importorskip("promql_parser", reason="promql-parser (dev extra) parses PromQL")
 

@@ -9,7 +9,7 @@ import pytest
 from trainer.cli import main
 from trainer.config import ALL_PROJECTIONS, ConfigError, TrainConfig, optimizer_steps
 from trainer.synth import write_split
-from worker.devmodels import QWEN3_0_6B
+from worker.dev.models import QWEN3_0_6B
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from worker.health import HealthServer, HealthState
-from worker.metrics import Metrics
+from worker.observe.health import HealthServer, HealthState
+from worker.observe.metrics import Metrics
 
 
 class Clock:

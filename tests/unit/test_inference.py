@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 
 from worker.contract import ClassificationResult, Notification
-from worker.inference import InferenceFailure, InferenceThread, ResultCountMismatch, classify_with_split
-from worker.instant import InstantClassifier
+from worker.dev.instant import InstantClassifier
+from worker.stream.inference import InferenceFailure, InferenceThread, ResultCountMismatch, classify_with_split
 
 
 class PoisonClassifier(InstantClassifier):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.contract import FOLDERS, PRIORITIES, Notification
-from worker.instant import InstantClassifier
+from worker.dev.instant import InstantClassifier
 
 
 def test_same_text_same_answer_and_valid_labels() -> None:

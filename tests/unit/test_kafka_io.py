@@ -9,7 +9,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as reference_murmur2
 
-from worker.kafka_io import (
+from worker.settings import Settings
+from worker.stream.kafka_io import (
     NUMPY_MIN_KEYS,
     KafkaConfigError,
     backoff_s,
@@ -18,7 +19,6 @@ from worker.kafka_io import (
     partitions_for_keys,
     producer_options,
 )
-from worker.settings import Settings
 
 
 def test_defaults_are_plaintext_idempotent_manual_commit() -> None:

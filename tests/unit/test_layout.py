@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from worker.layout import WIDTH_MULTIPLE, build_pass, pack
+from worker.model.layout import WIDTH_MULTIPLE, build_pass, pack
 
 
 @pytest.mark.parametrize("seed", range(20))

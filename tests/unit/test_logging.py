@@ -8,7 +8,7 @@ import logging
 
 import structlog
 
-from worker.logging import RepeatFilter, configure_logging
+from worker.observe.logging import RepeatFilter, configure_logging
 
 
 def test_json_lines_with_level_filter() -> None:
@@ -33,7 +33,7 @@ def test_repeat_filter_lets_one_per_interval_through() -> None:
     assert repeat.filter(record("aiokafka.conn", "Unable connect to %s"))
     assert not repeat.filter(record("aiokafka.conn", "Unable connect to %s"))
     assert repeat.filter(record("aiokafka.conn", "Other %s"))
-    assert repeat.filter(record("worker.pipeline", "x"))
-    assert repeat.filter(record("worker.pipeline", "x"))
+    assert repeat.filter(record("worker.stream.pipeline", "x"))
+    assert repeat.filter(record("worker.stream.pipeline", "x"))
     now[0] = 31.0
     assert repeat.filter(record("aiokafka.conn", "Unable connect to %s"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.offsets import OffsetOrderError, OffsetTracker, PartitionOffsets
+from worker.stream.offsets import OffsetOrderError, OffsetTracker, PartitionOffsets
 
 
 def test_nothing_consumed_nothing_to_commit() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.contract import Notification
-from worker.records import MAX_MESSAGE_CHARS, dead_letter_headers, result_key
+from worker.stream.records import MAX_MESSAGE_CHARS, dead_letter_headers, result_key
 
 
 def test_result_key_prefers_the_input_key_then_the_id() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from worker.batching import NotificationClassifier
-from worker.cli import build_parser
-from worker.serve import EXIT_FAILED, EXIT_SETTINGS, run, serve
+from worker.commands.cli import build_parser
+from worker.commands.serve import EXIT_FAILED, EXIT_SETTINGS, run, serve
+from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 
 

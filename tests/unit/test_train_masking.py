@@ -14,7 +14,7 @@ from trainer.batches import IGNORE, Encoder, collate, epoch_order, label_weights
 from trainer.data import Example
 from trainer.train import batch_loss
 from worker.contract import Notification, format_answer, render_prompt, render_user_message
-from worker.modeling import EOS_TOKEN
+from worker.model.loading import EOS_TOKEN
 
 EXAMPLES = [
     Example(Notification(app="Slack", sender="Ana", title="Review", body="please look at PR #12 today"), "Work", 2),

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.contract import Notification, notification_from_fields, valid_answers
+from worker.bench.common import bench_notifications, machine, write_outputs
+from worker.contract import Notification
 from worker.settings import Settings
 
 # The canonical answer is 12 tokens + <|im_end|>: what a trained model generates. A random-weight model
@@ -63,12 +62,12 @@ def register_classifier(subparsers: Any) -> None:
 
 
 def run_classifier(args: argparse.Namespace) -> int:
-    from worker.devmodels import build_random_qwen3, cache_root
+    from worker.dev.models import cached_random_qwen3
 
     variants = ["nf4" if args.quantization == "nf4" else "bf16"] if args.quantization else args.variants.split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     modes = args.modes.split(",")
-    model = args.model or str(build_random_qwen3(cache_root() / "models" / f"qwen3-{args.size}-seed0", size=args.size))
+    model = args.model or str(cached_random_qwen3(args.size))
     adapter = args.adapter or (_random_adapter(model) if args.lora else None)
     notifications = bench_notifications(max(args.n, max(batch_sizes)))
     report: dict[str, Any] = {"machine": machine(), "model": args.model or f"random Qwen3 ({args.size})",
@@ -89,28 +88,11 @@ def run_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_outputs(report: dict[str, Any], args: argparse.Namespace,
-                  plot_report: Callable[[dict[str, Any], Path], None]) -> None:
-    """The --json and --plot outputs every benchmark takes."""
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    if args.plot:
-        plot_report(report, Path(args.plot))
-
-
-def bench_notifications(n: int) -> list[Notification]:
-    """Realistic notifications (the trainer's synthetic generator), the same every run."""
-    from trainer.synth import iter_raw_notifications
-
-    stream = iter_raw_notifications(seed=1234)
-    return [notification_from_fields(next(stream)) for _ in range(n)]
-
-
 def bench_variant(settings: Settings, variant: str, modes: list[str], batch_sizes: list[int],
                   notifications: list[Notification], max_seconds: float) -> list[Row]:
     """Load the variant's model once; time every (mode, batch size); count cross-mode disagreements."""
-    from worker.classifier import Classifier
-    from worker.modeling import load_model
+    from worker.model.classifier import Classifier
+    from worker.model.loading import load_model
 
     loaded = load_model(settings)
     rows: list[Row] = []
@@ -207,7 +189,7 @@ def _random_adapter(model: str) -> str:
     from transformers import AutoModelForCausalLM
 
     from worker.contract import contract_fingerprint
-    from worker.modeling import CONTRACT_FILE
+    from worker.model.loading import CONTRACT_FILE
 
     out = Path(model).with_name(Path(model).name + "-lora-r16")
     if (out / CONTRACT_FILE).is_file():
@@ -218,23 +200,6 @@ def _random_adapter(model: str) -> str:
     get_peft_model(base, config).save_pretrained(str(out))
     (out / CONTRACT_FILE).write_text(json.dumps(contract_fingerprint()))
     return str(out)
-
-
-def machine() -> dict[str, str]:
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
-            "answers": str(len(valid_answers()))}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -302,14 +267,3 @@ def _free_gpu() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks (classifier, pipeline)")
-    inner = parser.add_subparsers(dest="bench", required=True)
-    register_classifier(inner)
-    try:
-        from worker.bench_pipeline import register_pipeline
-    except ImportError:
-        return
-    register_pipeline(inner)

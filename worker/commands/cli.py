@@ -10,11 +10,11 @@ from collections.abc import Sequence
 # Each module exposes `register(subparsers)`, which adds its subcommand and sets `func` to a handler
 # taking the parsed namespace and returning an exit code.
 SUBCOMMAND_MODULES = (
-    "worker.offline",
-    "worker.settings_cli",
-    "worker.bench",
-    "worker.demo",
-    "worker.serve",
+    "worker.commands.classify",
+    "worker.commands.config",
+    "worker.bench.cli",
+    "worker.commands.demo",
+    "worker.commands.serve",
 )
 
 

@@ -1,6 +1,6 @@
 """`notif-worker produce-demo`: stream synthetic notifications into the input topic at a steady rate.
 
-The compose stack's demo producer runs it so the dashboard moves; `notif-worker demo` (worker/demo.py,
+The compose stack's demo producer runs it so the dashboard moves; `notif-worker demo` (worker/commands/demo.py,
 which registers this subcommand too) reuses `produce_synthetic` to feed its embedded broker.
 """
 
@@ -18,10 +18,10 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from worker.kafka_io import BrokerUnavailable, PublishFailed, backoff_s, producer_options
-from worker.logging import configure_logging
+from worker.commands.flags import settings_from_args
+from worker.observe.logging import configure_logging
 from worker.settings import Settings
-from worker.settings_cli import settings_from_args
+from worker.stream.kafka_io import BrokerUnavailable, PublishFailed, backoff_s, producer_options
 
 DEFAULT_RATE = 5.0
 PROGRESS_EVERY_S = 10.0

@@ -1,4 +1,4 @@
-"""Batch planning (pure) and the classifier interface the pipeline sees.
+"""Batch planning (pure): which notifications share one model call.
 
 Rows of one model call are padded to the longest, so the plan sorts by length and cuts a batch when
 either the row count or the padded token count (rows x longest) would pass its budget.
@@ -7,23 +7,6 @@ either the row count or the padded token count (rows x longest) would pass its b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
-
-from worker.contract import ClassificationResult, Notification
-
-
-class NotificationClassifier(Protocol):
-    """What the streaming worker, the offline command and the benchmarks call. Knows nothing of Kafka."""
-
-    name: str
-
-    def count_tokens(self, notification: Notification) -> int:
-        """Prompt tokens this notification will cost (for token-budget batching)."""
-        ...
-
-    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
-        """One result per notification, in input order."""
-        ...
 
 
 def plan_batches(lengths: Sequence[int], *, max_size: int, max_tokens: int) -> list[list[int]]:

@@ -1,18 +1,10 @@
-"""`notif-worker config`: print the resolved settings or the table of every NOTIF_* variable."""
+"""The model flags shared by classify, serve, demo, bench and the trainer, and Settings with them applied."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
-from worker.settings import Settings, settings_table
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("config", help="print the resolved settings (secrets masked)")
-    parser.add_argument("--table", action="store_true", help="print the Markdown table of all variables")
-    parser.set_defaults(func=run)
+from worker.settings import Settings
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -35,18 +27,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = ("model", "adapter", "quantization", "decoding", "device", "dtype", "merge_adapter", "max_batch_size")
     overrides = {key: getattr(args, key, None) for key in keys}
     if getattr(args, "random_model", None):
-        from worker.devmodels import build_random_qwen3, cache_root
+        from worker.dev.models import cached_random_qwen3
 
         size = args.random_model
-        overrides["model"] = str(build_random_qwen3(cache_root() / "models" / f"qwen3-{size}-seed0", size=size))
+        overrides["model"] = str(cached_random_qwen3(size))
     return Settings().with_overrides(**overrides)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.table:
-        print("| Variable | Default | Meaning |\n|---|---|---|")
-        for name, default, meaning in settings_table():
-            print(f"| `{name}` | `{default}` | {meaning} |")
-        return 0
-    print(json.dumps(Settings().model_dump(mode="json"), indent=2))
-    return 0

@@ -19,24 +19,24 @@ import structlog
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from worker.batching import NotificationClassifier
+from worker.commands.flags import add_model_flags, settings_from_args
 from worker.contract import CONTRACT_VERSION
-from worker.health import HealthServer, HealthState
-from worker.inference import InferenceThread
-from worker.instant import InstantClassifier
-from worker.kafka_io import KafkaClients, KafkaConfigError
-from worker.logging import configure_logging
-from worker.metrics import Metrics
-from worker.pipeline import Pipeline
+from worker.dev.instant import InstantClassifier
+from worker.observe.health import HealthServer, HealthState
+from worker.observe.logging import configure_logging
+from worker.observe.metrics import Metrics
+from worker.protocol import NotificationClassifier
 from worker.settings import Settings
-from worker.settings_cli import add_model_flags, settings_from_args
+from worker.stream.inference import InferenceThread
+from worker.stream.kafka_io import KafkaClients, KafkaConfigError
+from worker.stream.pipeline import Pipeline
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_SETTINGS = 2
 EXIT_FORCED = 130
 
-log = structlog.get_logger("worker.serve")
+log = structlog.get_logger("worker.commands.serve")
 
 Loader = Callable[[], NotificationClassifier]
 
@@ -70,7 +70,7 @@ def model_loader(settings: Settings) -> Loader:
     """Load the real classifier (imported here: torch is slow to import and the instant mode needs none)."""
 
     def load() -> NotificationClassifier:
-        from worker.classifier import Classifier
+        from worker.model.classifier import Classifier
 
         return Classifier.from_settings(settings)
 

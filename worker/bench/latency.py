@@ -31,9 +31,17 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.bench_pipeline import PARTITIONS, Message, add_broker_flags, bench_messages, broker_address
-from worker.embedded_broker import create_topics_async, free_port
-from worker.logging import configure_logging
+from worker.bench.common import (
+    PARTITIONS,
+    Message,
+    add_broker_flags,
+    bench_messages,
+    broker_address,
+    machine,
+    write_outputs,
+)
+from worker.dev.broker import create_topics_async, free_port
+from worker.observe.logging import configure_logging
 
 LATENCY_METRIC = "notif_end_to_end_latency_seconds"
 DONE_METRICS = ("notif_classifications", "notif_dead_letters")
@@ -75,8 +83,6 @@ def register_latency(subparsers: Any) -> None:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    from worker.bench import machine, write_outputs
-
     configure_logging("warning")
     rates = sorted(float(rate) for rate in args.rates.split(","))
     report: dict[str, Any] = {"machine": machine(), "broker": args.bootstrap or "embedded Tansu",
@@ -98,9 +104,9 @@ def _classifier_name(args: argparse.Namespace) -> str:
 
 def _serve_args(args: argparse.Namespace) -> list[str]:
     if args.model == "tiny":
-        from worker.devmodels import build_random_qwen3, cache_root
+        from worker.dev.models import cached_random_qwen3
 
-        path = build_random_qwen3(cache_root() / "models" / "qwen3-tiny-seed0", size="tiny")
+        path = cached_random_qwen3("tiny")
         return ["--model", str(path), "--quantization", "none", "--device", "cpu"]
     if args.model:
         return ["--model", args.model]

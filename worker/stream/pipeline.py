@@ -1,7 +1,7 @@
 """The streaming loop: poll, decode, dead-letter, batch, classify on the inference thread, publish, commit.
 
 At-least-once: an offset is committed only when it and every offset before it in its partition have an
-acknowledged result or dead letter (worker/offsets.py). Checkpoint order is produce, confirm, commit.
+acknowledged result or dead letter (worker/stream/offsets.py). Checkpoint order is produce, confirm, commit.
 Four tasks share one event loop: fetch (with backpressure), infer (one batch at a time on the
 inference thread), commit (every commit interval) and watch (broker probe, gauges). Rebalances run
 inside aiokafka's coordinator and call on_revoked / on_assigned below.
@@ -19,12 +19,14 @@ from typing import Any
 import structlog
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from worker.batch_queue import BatchQueue
-from worker.batching import NotificationClassifier
 from worker.contract import ClassificationResult, InvalidNotification, Notification, decode_notification
-from worker.health import HealthState
-from worker.inference import InferenceFailure, InferenceThread, classify_with_split, describe
-from worker.kafka_io import (
+from worker.observe.health import HealthState
+from worker.observe.metrics import Metrics
+from worker.protocol import NotificationClassifier
+from worker.settings import Settings
+from worker.stream.batch_queue import BatchQueue
+from worker.stream.inference import InferenceFailure, InferenceThread, classify_with_split, describe
+from worker.stream.kafka_io import (
     BrokerUnavailable,
     CommitRejected,
     KafkaClients,
@@ -32,10 +34,8 @@ from worker.kafka_io import (
     backoff_s,
     delivery_error,
 )
-from worker.metrics import Metrics
-from worker.offsets import OffsetTracker, PartitionOffsets
-from worker.records import INFERENCE_ERROR, dead_letter_headers, result_key
-from worker.settings import Settings
+from worker.stream.offsets import OffsetTracker, PartitionOffsets
+from worker.stream.records import INFERENCE_ERROR, dead_letter_headers, result_key
 
 POLL_TIMEOUT_MS = 100
 WATCH_INTERVAL_S = 1.0
@@ -44,7 +44,7 @@ COMMIT_TIMEOUT_S = 10.0
 MIN_COMMIT_INTERVAL_S = 0.01
 CLOSE_RESERVE_S = 5.0  # of the shutdown timeout, kept for leaving the group and closing the clients
 
-log = structlog.get_logger("worker.pipeline")
+log = structlog.get_logger("worker.stream.pipeline")
 
 
 @dataclass(eq=False, slots=True)

@@ -4,7 +4,7 @@ Each repeat produces the same N notifications to a fresh input topic. The real P
 `serve` runs, here in this process with InstantClassifier) and a bare consume -> produce -> commit
 loop then each read it with their own consumer group and output topic, and each is timed from its
 first consumed record to the commit that covers the last one. Order alternates between repeats;
-the figures are medians. `bench latency` (worker/bench_latency.py) is registered here too.
+the figures are medians.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,29 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from worker.bench.common import (
+    PARTITIONS,
+    Message,
+    add_broker_flags,
+    bench_messages,
+    broker_address,
+    machine,
+    write_outputs,
+)
 from worker.contract import CONTRACT_VERSION
-from worker.embedded_broker import EmbeddedBroker, create_topics_async
-from worker.health import HealthState
-from worker.inference import InferenceThread
-from worker.instant import InstantClassifier
-from worker.kafka_io import PRODUCER_LINGER_MS, KafkaClients
-from worker.logging import configure_logging
-from worker.metrics import Metrics
-from worker.pipeline import Pipeline
+from worker.dev.broker import create_topics_async
+from worker.dev.instant import InstantClassifier
+from worker.observe.health import HealthState
+from worker.observe.logging import configure_logging
+from worker.observe.metrics import Metrics
 from worker.settings import Settings
+from worker.stream.inference import InferenceThread
+from worker.stream.kafka_io import PRODUCER_LINGER_MS, KafkaClients
+from worker.stream.pipeline import Pipeline
 
-PARTITIONS = 3
 POLL_TIMEOUT_MS = 100
 BENCH_COMMIT_INTERVAL_MS = 100  # the default 1 s would add up to a second of idle tail to each run
 SIDE_TIMEOUT_S = 120.0
-Message = tuple[bytes | None, bytes]
 
 
 @dataclass(frozen=True)
@@ -78,31 +84,9 @@ def register_pipeline(subparsers: Any) -> None:
     parser.add_argument("--max-batch-size", type=int, help="the worker's NOTIF_MAX_BATCH_SIZE (default: its own)")
     parser.add_argument("--plot", help="write a bar chart here (PNG)")
     parser.set_defaults(func=run_pipeline)
-    from worker.bench_latency import register_latency
-
-    register_latency(subparsers)
-
-
-def add_broker_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap", help="HOST:PORT of a running broker (default: start the embedded one)")
-    parser.add_argument("--idempotent", action="store_true",
-                        help="idempotent producers (Kafka, Redpanda; the embedded Tansu cannot)")
-    parser.add_argument("--json", help="write the results here")
-
-
-@contextmanager
-def broker_address(bootstrap: str | None) -> Iterator[str]:
-    """The given address, or an embedded Tansu broker's for the duration."""
-    if bootstrap:
-        yield bootstrap
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from worker.bench import machine, write_outputs
-
     configure_logging("warning")
     report: dict[str, Any] = {"machine": machine(), "broker": args.bootstrap or "embedded Tansu"}
     print(f"machine: {report['machine']}", file=sys.stderr)
@@ -113,14 +97,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
     print_pipeline(report)
     write_outputs(report, args, plot_pipeline)
     return 0
-
-
-def bench_messages(n: int) -> list[Message]:
-    """n realistic notifications as (key, JSON value), keyed by their (unique) id, the same every run."""
-    from worker.bench import bench_notifications
-
-    return [(item.id.encode() if item.id else None, item.model_dump_json(exclude_none=True).encode())
-            for item in bench_notifications(n)]
 
 
 async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: bool,

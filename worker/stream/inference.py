@@ -19,8 +19,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from worker.batching import NotificationClassifier
 from worker.contract import ClassificationResult, Notification
+from worker.protocol import NotificationClassifier
 
 T = TypeVar("T")
 MAX_ERROR_CHARS = 500

@@ -1,7 +1,7 @@
 """`notif-worker demo`: the whole pipeline in one process, no Docker: an embedded broker, synthetic input,
 the real worker (`serve`), and the results printed as they arrive. Ctrl-C stops it cleanly.
 
-Also registers `produce-demo` (worker/demo_producer.py), the compose stack's synthetic producer.
+Also registers `produce-demo` (worker/commands/produce_demo.py), the compose stack's synthetic producer.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import Any, TextIO
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from worker import demo_producer
+from worker.commands import produce_demo as demo_producer
+from worker.commands.flags import add_model_flags, settings_from_args
+from worker.commands.serve import Loader, model_loader, serve
 from worker.contract import ClassificationResult
-from worker.embedded_broker import BrokerStartError, EmbeddedBroker, create_topics
-from worker.kafka_io import client_options
-from worker.logging import configure_logging
-from worker.records import REASON_HEADER
-from worker.serve import Loader, model_loader, serve
+from worker.dev.broker import BrokerStartError, EmbeddedBroker, create_topics
+from worker.observe.logging import configure_logging
 from worker.settings import Settings
-from worker.settings_cli import add_model_flags, settings_from_args
+from worker.stream.kafka_io import client_options
+from worker.stream.records import REASON_HEADER
 
 EXIT_FAILED = 1
 DEMO_LOG_LEVEL = "warning"  # the results are the output; worker logs only when something is wrong
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         with _sigint_blocked():
             broker = EmbeddedBroker().start()
         with broker:
-            # Tansu has no idempotent producer (worker/embedded_broker.py).
+            # Tansu has no idempotent producer (worker/dev/broker.py).
             settings = settings.with_overrides(kafka_bootstrap_servers=broker.bootstrap, producer_idempotence=False)
             create_topics(broker.bootstrap, [settings.input_topic], partitions=args.partitions)
             create_topics(broker.bootstrap, [settings.output_topic, settings.dlq_topic])

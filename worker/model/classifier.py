@@ -21,8 +21,6 @@ from typing import Any
 
 import torch
 
-from worker.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
-from worker.batching import plan_batches
 from worker.contract import (
     PRIORITY_LABELS,
     AnswerParseError,
@@ -33,8 +31,10 @@ from worker.contract import (
     prompt_frame,
     render_user_message,
 )
-from worker.layout import build_pass
-from worker.modeling import EOS_TOKEN, LoadedModel, load_model
+from worker.model.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
+from worker.model.layout import build_pass
+from worker.model.loading import EOS_TOKEN, LoadedModel, load_model
+from worker.model.planning import plan_batches
 from worker.settings import Settings
 
 

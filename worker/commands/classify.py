@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from worker.batching import NotificationClassifier
+from worker.commands.flags import add_model_flags, settings_from_args
 from worker.contract import InvalidNotification, Notification, decode_notification
-from worker.settings_cli import add_model_flags, settings_from_args
+from worker.protocol import NotificationClassifier
 
 CHUNK = 256  # lines read per classify() call: bounds memory, keeps the progress bar moving
 
@@ -46,8 +46,8 @@ class Summary:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.classifier import Classifier
-    from worker.modeling import ModelLoadError
+    from worker.model.classifier import Classifier
+    from worker.model.loading import ModelLoadError
 
     settings = settings_from_args(args)
     try:

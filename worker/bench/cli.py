@@ -1,0 +1,20 @@
+"""`notif-worker bench`: registers the three benchmarks (classifier, pipeline, latency) under one command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.bench.classifier import register_classifier
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks (classifier, pipeline, latency)")
+    inner = parser.add_subparsers(dest="bench", required=True)
+    register_classifier(inner)
+    try:  # the broker benchmarks need the demo extra (aiokafka is always there; the embedded broker is not)
+        from worker.bench.latency import register_latency
+        from worker.bench.pipeline import register_pipeline
+    except ImportError:
+        return
+    register_pipeline(inner)
+    register_latency(inner)

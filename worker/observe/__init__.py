@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, the health state and its HTTP port, structured logs."""
