@@ -1,9 +1,10 @@
-"""The one inference thread, and the failure policy of a model call: split the batch, retry, isolate.
+"""Inference: the one thread that owns the model, the loop that feeds it batches, and the failure policy of a call.
 
 Every model call (and the model load) runs on one dedicated thread, so the event loop keeps
 heartbeating, fetching the next batch and publishing the last while the model works, and a GPU is
 only ever driven from one thread. A batch whose call raises (e.g. CUDA out of memory) is halved and
 retried; a single notification that still fails becomes an InferenceFailure for the dead-letter topic.
+InferenceLoop takes batches from the queue, classifies them there and hands the outcomes to the outbox.
 
 Exceptions:
     ResultCountMismatch    the classifier returned a different number of results than it was given
@@ -14,16 +15,27 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import structlog
+
 from worker.contract import ClassificationResult, Notification
+from worker.observe.health import HealthState
+from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
+from worker.stream.batch_queue import BatchQueue
+from worker.stream.outbox import Outbox
+from worker.stream.records import INFERENCE_ERROR
+from worker.stream.work import Work
 
 T = TypeVar("T")
 MAX_ERROR_CHARS = 500
+
+log = structlog.get_logger("worker.inference")
 
 
 class ResultCountMismatch(RuntimeError):
@@ -118,3 +130,56 @@ async def classify_with_split(
     middle = len(batch) // 2
     first = await classify_with_split(thread, classifier, batch[:middle], on_error)
     return first + await classify_with_split(thread, classifier, batch[middle:], on_error)
+
+
+def report_model_failure(metrics: Metrics, size: int, error: BaseException) -> None:
+    """Count and log one failed model call (a batch of ``size``, or the tokenizer on one notification)."""
+    metrics.inference_errors.inc()
+    log.warning("inference_failed", batch_size=size, error=describe(error),
+                action="split and retry" if size > 1 else "dead-letter")
+
+
+class InferenceLoop:
+    """Batches from the queue through the model, one at a time; every outcome goes to the outbox."""
+
+    def __init__(self, queue: BatchQueue[Work], thread: InferenceThread, classifier: NotificationClassifier,
+                 outbox: Outbox, metrics: Metrics, health: HealthState) -> None:
+        self.queue = queue
+        self.thread = thread
+        self.classifier = classifier
+        self.outbox = outbox
+        self.metrics = metrics
+        self.health = health
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Start no new batch; the loop ends after the one in hand."""
+        self._stopping = True
+
+    async def run(self) -> None:
+        while not self._stopping:
+            batch = await self.queue.next_batch()
+            if batch:
+                await self.classify(batch)
+
+    async def classify(self, batch: list[Work]) -> None:
+        notifications = [work.notification for work in batch if work.notification is not None]
+        padded = len(batch) * max(work.tokens for work in batch)
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_tokens.observe(padded)
+        self.health.inference_started()
+        started = time.perf_counter()
+        try:
+            outcomes = await classify_with_split(self.thread, self.classifier, notifications, self._failed)
+        finally:
+            self.health.inference_finished()
+        seconds = time.perf_counter() - started
+        self.metrics.inference_latency.observe(seconds)
+        log.debug("batch", size=len(batch), padded_tokens=padded, seconds=round(seconds, 4),
+                  queued=len(self.queue))
+        self.outbox.submit([self.outbox.dead_letter(work, INFERENCE_ERROR, outcome.message)
+                            if isinstance(outcome, InferenceFailure) else self.outbox.result(work, outcome)
+                            for work, outcome in zip(batch, outcomes, strict=True)])
+
+    def _failed(self, size: int, error: BaseException) -> None:
+        report_model_failure(self.metrics, size, error)

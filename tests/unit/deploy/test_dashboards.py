@@ -16,7 +16,7 @@ from worker.observe.metrics import Metrics
 
 promql = pytest.importorskip("promql_parser", reason="promql-parser (dev extra) parses PromQL")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/notif-triage.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 PROMETHEUS_RULE = ROOT / "deploy/k8s/prometheusrule.yaml"

@@ -12,7 +12,7 @@ import yaml
 
 from worker.settings import Settings
 
-K8S = Path(__file__).resolve().parents[2] / "deploy/k8s"
+K8S = Path(__file__).resolve().parents[3] / "deploy/k8s"
 SETTING_VARIABLES = {f"NOTIF_{name.upper()}" for name in Settings.model_fields}
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label
 

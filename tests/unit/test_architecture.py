@@ -1,0 +1,110 @@
+"""The house rules of worker/ and trainer/, read from the source with ast: layering, sizes, no import cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("worker", "trainer")
+ML_LIBRARIES = {"torch", "transformers", "peft", "bitsandbytes", "accelerate"}
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 300
+MAX_TOP_LEVEL_MODULES = 6
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module an `import` or `from ... import` names, at any depth (lazy imports count too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def internal_imports(path: Path, known: dict[str, Path]) -> set[str]:
+    return {name for name in imports(path) if name in known}
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def in_package(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_the_stream_never_imports_the_ml_libraries_or_the_model() -> None:
+    known = modules()
+    for name, path in known.items():
+        if in_package(name, "worker.stream"):
+            found = imports(path)
+            assert not {top(i) for i in found} & ML_LIBRARIES, f"{name} imports an ML library"
+            assert not [i for i in found if in_package(i, "worker.model")], f"{name} imports worker.model"
+
+
+def test_the_model_never_imports_kafka() -> None:
+    for name, path in modules().items():
+        if in_package(name, "worker.model"):
+            assert "aiokafka" not in {top(i) for i in imports(path)}, f"{name} imports aiokafka"
+
+
+@pytest.mark.parametrize("name", ["worker.contract", "worker.protocol", "worker.settings"])
+def test_the_foundations_import_neither_side(name: str) -> None:
+    found = {top(i) for i in imports(modules()[name])}
+    assert not found & (ML_LIBRARIES | {"aiokafka"}), f"{name} imports {found & (ML_LIBRARIES | {'aiokafka'})}"
+    internal = {i for i in imports(modules()[name]) if top(i) == "worker"}
+    assert internal <= {"worker.contract", "worker.contract.Notification", "worker.contract.ClassificationResult"}
+
+
+def test_no_import_cycles() -> None:
+    known = modules()
+    graph = {name: {i for i in internal_imports(path, known) if i != name} for name, path in known.items()}
+    state: dict[str, int] = {}  # 1 on the stack, 2 finished
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if in_package(node, nxt):
+                continue  # a module importing its own package's __init__ is not a cycle of modules
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(nxt):], nxt]))
+            if nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_sizes() -> None:
+    for name, path in modules().items():
+        source = path.read_text()
+        assert source.count("\n") <= MAX_MODULE_LINES, f"{name}: {source.count(chr(10))} lines"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                assert length <= MAX_CLASS_LINES, f"{name}.{node.name}: {length} lines"
+
+
+def test_worker_top_level_is_small_and_every_module_says_its_job() -> None:
+    top_level = sorted(p.name for p in (ROOT / "worker").glob("*.py"))
+    assert len(top_level) <= MAX_TOP_LEVEL_MODULES, top_level
+    for name, path in modules().items():
+        docstring = ast.get_docstring(ast.parse(path.read_text()))
+        assert docstring, f"{name} has no opening sentence"

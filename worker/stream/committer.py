@@ -1,0 +1,115 @@
+"""The committer: commits each partition's acknowledged prefix on a timer, and settles partitions in a rebalance.
+
+An offset is committed only when it and every offset before it in its partition have an acknowledged
+result or dead letter (worker/stream/offsets.py). On revocation the partition's work is drained and
+committed within NOTIF_SHUTDOWN_TIMEOUT_S; a partition whose membership is already lost is never committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+
+import structlog
+from aiokafka.structs import TopicPartition
+
+from worker.observe.metrics import Metrics
+from worker.settings import Settings
+from worker.stream.batch_queue import BatchQueue
+from worker.stream.kafka_io import BrokerUnavailable, CommitRejected, KafkaClients
+from worker.stream.offsets import OffsetTracker
+from worker.stream.outbox import Outbox
+from worker.stream.work import Work
+
+COMMIT_TIMEOUT_S = 10.0
+MIN_COMMIT_INTERVAL_S = 0.01
+
+log = structlog.get_logger("worker.committer")
+
+
+class Committer:
+    """The commit loop and the rebalance callbacks (called by the supervisor inside aiokafka's rebalance)."""
+
+    def __init__(self, settings: Settings, kafka: KafkaClients, tracker: OffsetTracker[TopicPartition],
+                 queue: BatchQueue[Work], outbox: Outbox, metrics: Metrics, revoking: set[TopicPartition]) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.tracker = tracker
+        self.queue = queue
+        self.outbox = outbox
+        self.metrics = metrics
+        self._revoking = revoking
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        interval = max(self.settings.commit_interval_ms / 1000, MIN_COMMIT_INTERVAL_S)
+        while True:
+            await asyncio.sleep(interval)
+            await self.commit()
+
+    async def commit(self, partitions: set[TopicPartition] | None = None) -> bool:
+        """Commit the acknowledged prefix of owned partitions; False when the broker or group refused."""
+        async with self._lock:
+            if self.kafka.membership_lost():
+                return False  # the partitions may be someone else's already
+            owned = self.kafka.assignment()
+            due = [(tp, state, position) for tp, position in self.tracker.commits_due(partitions).items()
+                   if tp in owned and (state := self.tracker.get(tp)) is not None]
+            if not due:
+                return True
+            try:
+                await self.kafka.commit({tp: position for tp, _, position in due}, timeout_s=COMMIT_TIMEOUT_S)
+            except (CommitRejected, BrokerUnavailable) as exc:
+                self.metrics.commit_failures.inc()
+                log.warning("commit_failed", error=str(exc), partitions=len(due))
+                return False
+            for _, state, position in due:
+                state.mark_committed(position)
+            self.metrics.commits.inc()
+            log.debug("committed", offsets={f"{tp.topic}:{tp.partition}": pos for tp, _, pos in due})
+            return True
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Inside the rebalance: finish, publish and commit the revoked partitions' work, within the bound."""
+        owned = revoked & set(self.tracker.partitions())
+        if not owned:
+            return
+        lost = self.kafka.membership_lost()
+        self._revoking |= owned
+        drained = committed = False
+        try:
+            if not lost:
+                drained = await self._drain(owned, self.settings.shutdown_timeout_s)
+                committed = await self.commit(owned)
+        finally:
+            self.tracker.close(owned)
+            self._revoking -= owned
+            self.queue.prune()
+            for tp in owned:
+                with suppress(KeyError):
+                    self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        log.info("partitions_revoked", partitions=names(owned), lost=lost, drained=drained,
+                 committed=committed)
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """After the rebalance: fresh bookkeeping (the consumer restarts from the committed offsets)."""
+        for tp in assigned:
+            self.tracker.open(tp)
+        log.info("partitions_assigned", partitions=names(assigned))
+
+    async def _drain(self, partitions: set[TopicPartition], timeout_s: float) -> bool:
+        states = [state for tp in partitions if (state := self.tracker.get(tp)) is not None]
+        deadline = time.monotonic() + timeout_s
+        while any(state.in_flight for state in states):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.outbox.acked.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.acked.wait(), remaining)
+        return True
+
+
+def names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)

@@ -1,0 +1,169 @@
+"""The outbox: results and dead letters to the producer in order, acknowledgements settle offsets, failures retried.
+
+One publisher task hands everything queued to the producer as record batches per topic and partition;
+each record batch's acknowledgement marks its messages' offsets done (worker/stream/offsets.py), or
+starts a retry with backoff for each. Only acknowledged offsets ever become committable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import structlog
+
+from worker.contract import ClassificationResult
+from worker.observe.metrics import Metrics
+from worker.settings import Settings
+from worker.stream.kafka_io import KafkaClients, PublishFailed, backoff_s, delivery_error
+from worker.stream.records import dead_letter_headers, result_key
+from worker.stream.work import Delivery, Work
+
+log = structlog.get_logger("worker.outbox")
+
+
+class Outbox:
+    """Builds the messages for Work items, publishes them, and tells ``on_acked`` whenever offsets got done."""
+
+    def __init__(self, settings: Settings, kafka: KafkaClients, metrics: Metrics,
+                 on_acked: Callable[[], None]) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.metrics = metrics
+        self._on_acked = on_acked
+        self.acked = asyncio.Event()  # set at every acknowledgement (a drain clears it and waits)
+        self._queued: list[Delivery] = []  # not yet handed to the producer
+        self._publisher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # the publisher, retries
+        self._unconfirmed: set[asyncio.Future[Any]] = set()  # handed to the producer, not yet acknowledged
+        self._classified: dict[tuple[str, int], Any] = {}
+
+    # --- messages ----------------------------------------------------------------------------------------
+
+    def result(self, work: Work, result: ClassificationResult) -> Delivery:
+        if result.decoding == "generate_fallback":
+            self.metrics.parse_failures.inc()
+        assert work.notification is not None
+        key = result_key(work.record.key, work.notification)
+        counter = self._classified.get((result.folder, result.priority))
+        if counter is None:  # labels() is slow enough to matter once per message: keep the children
+            counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
+            self._classified[(result.folder, result.priority)] = counter
+        timestamp = work.record.timestamp
+        return Delivery(work, self.settings.output_topic, key, result.to_json_bytes(), [], counter,
+                        timestamp if timestamp >= 0 else None)
+
+    def dead_letter(self, work: Work, reason: str, message: str) -> Delivery:
+        record = work.record
+        log.warning("dead_letter", reason=reason, message=message, topic=record.topic,
+                    partition=record.partition, offset=record.offset)
+        headers = dead_letter_headers(record.headers, reason=reason, message=message, topic=record.topic,
+                                      partition=record.partition, offset=record.offset)
+        return Delivery(work, self.settings.dlq_topic, record.key, record.value, headers,
+                        self.metrics.dead_letters.labels(reason=reason))
+
+    # --- hand-over ---------------------------------------------------------------------------------------
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        """Queue messages for the one publisher task (started when none is running)."""
+        self._queued.extend(deliveries)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish())
+            self._track(self._publisher)
+
+    @property
+    def busy(self) -> bool:
+        """Something is queued, being handed over, retried, or waiting for its acknowledgement."""
+        return bool(self._queued or self._tasks or self._unconfirmed)
+
+    async def settle(self) -> None:
+        """Wait until everything submitted is acknowledged (or its partition is gone)."""
+        while self._tasks or self._unconfirmed:  # a failed acknowledgement starts a retry task
+            await asyncio.wait({*self._tasks, *self._unconfirmed})
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running hand-over and retry tasks (for cancelling at the shutdown deadline)."""
+        return list(self._tasks)
+
+    async def _publish(self) -> None:
+        """Hand over everything queued, in order; what arrives meanwhile goes in the next, larger hand-over."""
+        while self._queued:
+            deliveries, self._queued = self._queued, []
+            await self._send_all(deliveries)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_all(self, deliveries: list[Delivery]) -> None:
+        """Hand messages to the producer as record batches per topic and partition, in order within each.
+
+        A batch settles when its acknowledgement arrives: every message in it is done, or each is retried.
+        One callback per record batch: per message, a task or a callback costs more than building the record.
+        """
+        by_topic: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_topic.setdefault(delivery.topic, []).append(delivery)
+        for topic, group in by_topic.items():
+            try:
+                sent = await self.kafka.send_batches(topic, [(d.key, d.value, d.headers) for d in group])
+            except PublishFailed as exc:
+                for delivery in group:
+                    self._retry(delivery, exc)
+                continue
+            for future, members in sent:
+                self._unconfirmed.add(future)
+                future.add_done_callback(partial(self._confirmed, topic, [group[i] for i in members]))
+
+    def _confirmed(self, topic: str, deliveries: list[Delivery], future: asyncio.Future[Any]) -> None:
+        self._unconfirmed.discard(future)
+        error = delivery_error(topic, future)
+        if error is not None:
+            for delivery in deliveries:
+                self._retry(delivery, error)
+            return
+        self._acknowledged(deliveries)
+
+    # --- retries and acknowledgements --------------------------------------------------------------------
+
+    def _retry(self, delivery: Delivery, error: PublishFailed) -> None:
+        if not delivery.work.state.closed:
+            self._track(asyncio.create_task(self._redeliver(delivery, error)))
+
+    async def _redeliver(self, delivery: Delivery, error: PublishFailed) -> None:
+        """Publish with backoff until acknowledged (or the partition is gone); then the offset counts as done."""
+        attempt = 0
+        while True:
+            if delivery.work.state.closed:
+                return
+            self.metrics.broker_errors.inc()
+            delay = backoff_s(attempt, self.settings.retry_backoff_max_s)
+            log.warning("publish_failed", topic=delivery.topic, error=str(error), retriable=error.retriable,
+                        retry_in_s=delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+            try:
+                await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
+                                         headers=delivery.headers)
+                break
+            except PublishFailed as exc:
+                error = exc
+        self._acknowledged([delivery])
+
+    def _acknowledged(self, deliveries: list[Delivery]) -> None:
+        """The broker has these: mark their offsets done, count them, and wake whoever waits for room."""
+        counts: dict[Any, int] = {}
+        now = time.time()
+        latency = self.metrics.end_to_end_latency
+        for delivery in deliveries:
+            delivery.work.state.ack(delivery.work.record.offset)
+            counts[delivery.counter] = counts.get(delivery.counter, 0) + 1
+            if delivery.input_ms is not None:
+                latency.observe(max(0.0, now - delivery.input_ms / 1000))
+        for counter, count in counts.items():
+            counter.inc(count)
+        self.acked.set()
+        self._on_acked()
