@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+python -m pip install -q -c constraints.txt pip  # constraints.txt: the tested version of every package
 if ! python -c "import torch" 2>/dev/null; then
-  # Pinned so that pip does not resolve a newer torch (several GB of CUDA wheels) on CPU-only machines.
-  python -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+  # Pinned (constraints.txt) so that pip does not resolve a newer torch (several GB of CUDA wheels) on CPU-only machines.
+  python -m pip install -q -c constraints.txt torch ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -c constraints.txt -e ".[dev]"
 echo "ready: . .venv/bin/activate  (notif-worker, notif-train)"
