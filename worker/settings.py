@@ -65,10 +65,29 @@ class Settings(BaseSettings):
     ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
     max_in_flight: int = Field(
-        512, ge=1, description="Messages consumed but not yet committed; above it partitions are paused."
+        512, ge=1, description="Most messages in flight (consumed, output not yet acknowledged); at it, intake pauses."
     )
     commit_interval_ms: int = Field(1000, ge=0, description="How often acknowledged offsets are committed.")
     retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between broker reconnects.")
+
+    # --- output, commits and the model's circuit breaker (docs/RELIABILITY.md) -----------------------
+    publish_timeout_ms: int = Field(
+        30000, ge=1000, description="How long the producer tries one hand-over before the worker retries it."
+    )
+    publish_stall_s: float = Field(
+        60.0, gt=0, description="/readyz fails while a result or dead letter has been retried for this long."
+    )
+    commit_timeout_s: float = Field(10.0, gt=0, description="How long one offset commit may take.")
+    commit_stall_s: float = Field(
+        60.0, gt=0, description="/readyz fails (and notif_commit_failing is 1) once commits fail for this long."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive batches the model fails entirely that open its circuit breaker."
+    )
+    breaker_retry_s: float = Field(10.0, gt=0, description="While the breaker is open: how often it retries.")
+    breaker_unhealthy_s: float = Field(
+        300.0, gt=0, description="/healthz fails once the breaker has been open this long (the pod restarts)."
+    )
 
     # --- lifecycle and observability ------------------------------------------------------------------
     shutdown_timeout_s: float = Field(

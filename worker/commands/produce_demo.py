@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from worker.commands.flags import settings_from_args
 from worker.observe.logging import configure_logging
 from worker.settings import Settings
-from worker.stream.kafka_io import BrokerUnavailable, PublishFailed, backoff_s, producer_options
+from worker.stream.kafka_io import BrokerUnavailable, PublishFailed, backoff_s, producer_options, publish_failed
 
 DEFAULT_RATE = 5.0
 PROGRESS_EVERY_S = 10.0
@@ -129,7 +129,7 @@ async def _send_paced(
         try:
             pending.append((await producer.send(topic, value=value, key=key), notification))
         except KafkaError as exc:
-            raise PublishFailed(f"send to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
+            raise publish_failed(topic, exc) from exc
         if time.monotonic() - last_report >= PROGRESS_EVERY_S:
             last_report = time.monotonic()
             log.info("producing", topic=topic, sent=index + 1,
@@ -147,8 +147,7 @@ async def _confirm(pending: Pending, on_sent: Callable[[dict[str, str]], None] |
             if on_sent is not None:
                 on_sent(notification)
     except KafkaError as exc:
-        raise PublishFailed(f"a synthetic notification was not acknowledged: {exc!r}",
-                            retriable=bool(exc.retriable)) from exc
+        raise PublishFailed(f"a synthetic notification was not acknowledged: {exc!r}") from exc
     finally:
         del pending[:done]
     return done

@@ -61,9 +61,12 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker subprocess on 127.0.0.1; ``with EmbeddedBroker() as broker: broker.bootstrap``."""
 
-    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", advertised: str | None = None) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        # host:port the broker tells clients to connect to (metadata, coordinator); a test proxy in front
+        # of the broker advertises itself so every client connection goes through it
+        self.advertised = advertised or f"{host}:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
 
@@ -80,7 +83,8 @@ class EmbeddedBroker:
         if self.running:
             return self
         url = f"tcp://{self.host}:{self.port}"
-        command = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        command = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                   f"tcp://{self.advertised}",
                    "--storage-engine", "memory://tansu/"]
         self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log")  # noqa: SIM115
         env = {key: value for key, value in os.environ.items() if key not in _TANSU_ENV}

@@ -28,6 +28,22 @@ class HealthState:
         self.model_loaded = False
         self.assigned_partitions = 0
         self.broker_reachable = False
+        self._problems: dict[str, tuple[str, float, float | None]] = {}  # key -> (reason, since, fatal after)
+
+    def set_problem(self, key: str, reason: str, *, fatal_after_s: float | None = None) -> None:
+        """Not ready while the problem lasts; also not alive once it has lasted ``fatal_after_s``.
+
+        Setting the same key again updates the reason and keeps the time it began.
+        """
+        since = self._problems[key][1] if key in self._problems else self._clock()
+        self._problems[key] = (reason, since, fatal_after_s)
+
+    def clear_problem(self, key: str) -> None:
+        self._problems.pop(key, None)
+
+    def problem(self, key: str) -> str | None:
+        entry = self._problems.get(key)
+        return None if entry is None else entry[0]
 
     def beat(self) -> None:
         """The consume loop went round once."""
@@ -46,16 +62,22 @@ class HealthState:
             return False, f"the consume loop made no progress for {now - self._last_beat:.0f}s"
         if self._inference_since is not None and now - self._inference_since > self.liveness_timeout_s:
             return False, f"a model call has been running for {now - self._inference_since:.0f}s"
+        for reason, since, fatal_after_s in self._problems.values():
+            if fatal_after_s is not None and now - since > fatal_after_s:
+                return False, f"{reason} (for {now - since:.0f}s)"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when the model is loaded, partitions are assigned and the broker answers."""
+        """Ready when the model is loaded, partitions are assigned, the broker answers and nothing is stuck
+        (publishing, committing, a halted partition, the model's circuit breaker: ``set_problem``)."""
         if not self.model_loaded:
             return False, "the model is not loaded"
         if not self.broker_reachable:
             return False, "the Kafka broker is not reachable"
         if self.assigned_partitions == 0:
             return False, "no input partitions are assigned"
+        if self._problems:
+            return False, self._problems[min(self._problems)][0]
         return True, "ok"
 
 

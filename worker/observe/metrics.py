@@ -53,7 +53,7 @@ class Metrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "notif_in_flight_messages", "Messages consumed but not yet committed.", registry=registry
+            "notif_in_flight_messages", "Messages in flight: consumed, output not yet acknowledged.", registry=registry
         )
         self.queue_depth = Gauge(
             "notif_queue_depth", "Decoded notifications waiting for the model.", registry=registry
@@ -74,6 +74,22 @@ class Metrics:
         )
         self.broker_errors = Counter(
             "notif_broker_errors", "Errors talking to the Kafka broker (retried with backoff).",
+            registry=registry,
+        )
+        self.publish_retries = Counter(
+            "notif_publish_retries", "Results and dead letters published again after a transient failure.",
+            ["topic"], registry=registry,
+        )
+        self.halted_partitions = Gauge(
+            "notif_halted_partitions", "Partitions stopped because not even a value-less dead letter was taken.",
+            registry=registry,
+        )
+        self.commit_failing = Gauge(
+            "notif_commit_failing", "1 while offset commits have failed for longer than NOTIF_COMMIT_STALL_S.",
+            registry=registry,
+        )
+        self.breaker_open = Gauge(
+            "notif_breaker_open", "1 while the model's circuit breaker holds consumption (model calls fail).",
             registry=registry,
         )
         self.ready = Gauge("notif_ready", "1 when the worker is ready (model, partitions, broker).", registry=registry)

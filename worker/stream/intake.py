@@ -1,7 +1,8 @@
 """Intake: poll the input topic (with backpressure), decode each record, admit it to the queue or dead-letter it.
 
-Backpressure: when in-flight work (consumed, not yet committed) reaches NOTIF_MAX_IN_FLIGHT every
-partition is paused, and resumed once acknowledgements have brought it down to half.
+Backpressure: when in-flight work reaches NOTIF_MAX_IN_FLIGHT every partition is paused, and resumed once
+acknowledgements have brought it down to half. In flight (worker/stream/offsets.py, the one definition):
+consumed, and not yet in its partition's acknowledged prefix.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Intake:
 
     def __init__(self, settings: Settings, kafka: KafkaClients, classifier: NotificationClassifier,
                  tracker: OffsetTracker[TopicPartition], queue: BatchQueue[Work], outbox: Outbox,
-                 metrics: Metrics, health: HealthState, revoking: set[TopicPartition]) -> None:
+                 metrics: Metrics, health: HealthState, revoking: set[TopicPartition],
+                 halted: set[TopicPartition]) -> None:
         self.settings = settings
         self.kafka = kafka
         self.classifier = classifier
@@ -45,6 +47,7 @@ class Intake:
         self.metrics = metrics
         self.health = health
         self._revoking = revoking  # partitions inside on_revoked: their records are left to the next owner
+        self._halted = halted  # partitions stopped by the publish-error policy: never resumed here
         self._room = asyncio.Event()  # cleared while backpressure waits for in-flight work to halve
         self._room.set()
         self._stopping = False
@@ -63,7 +66,7 @@ class Intake:
         while not self._stopping:
             self.health.beat()
             capacity = self._apply_backpressure()
-            if capacity <= 0 or self.kafka.paused():
+            if capacity <= 0 or self.kafka.paused() - self._halted:
                 await self._wait_for_room()
                 continue
             try:
@@ -93,7 +96,7 @@ class Intake:
             self.kafka.pause(assigned - paused)
         elif paused and in_flight <= bound // 2:
             log.debug("backpressure_resume", in_flight=in_flight, bound=bound)
-            self.kafka.resume(paused)
+            self.kafka.resume(paused - self._halted)
         self.metrics.paused_partitions.set(len(self.kafka.paused()))
         return bound - in_flight
 

@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import errors as Errors
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.settings import Settings
 
@@ -58,11 +60,38 @@ class CommitRejected(BrokerError):
 
 
 class PublishFailed(BrokerError):
-    """A message was not acknowledged by the broker."""
+    """A message was not acknowledged by the broker.
 
-    def __init__(self, message: str, *, retriable: bool) -> None:
+    ``refused`` names why the broker or producer refuses this message for good (``too_large``,
+    ``invalid_topic``, ``not_authorized``, ``invalid_record``); None means transient: retry it.
+    """
+
+    def __init__(self, message: str, *, refused: str | None = None) -> None:
         super().__init__(message)
-        self.retriable = retriable
+        self.refused = refused
+
+    @property
+    def retriable(self) -> bool:
+        return self.refused is None
+
+
+# Errors that no retry can cure, by the reason a dead letter records. Everything else (timeouts,
+# connections, leader changes, unknown topics that may yet be created) is retried.
+_REFUSALS: dict[type[KafkaError], str] = {
+    Errors.MessageSizeTooLargeError: "too_large",
+    Errors.RecordListTooLargeError: "too_large",
+    Errors.InvalidTopicError: "invalid_topic",
+    Errors.TopicAuthorizationFailedError: "not_authorized",
+    Errors.ClusterAuthorizationFailedError: "not_authorized",
+    Errors.CorruptRecordException: "invalid_record",
+    Errors.PolicyViolationError: "invalid_record",
+}
+
+
+def publish_failed(topic: str, exc: BaseException) -> PublishFailed:
+    """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
+    refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
+    return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused)
 
 
 class KafkaConfigError(BrokerError):
@@ -173,6 +202,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "linger_ms": PRODUCER_LINGER_MS,
         "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
         "max_batch_size": PRODUCER_BATCH_BYTES,
+        "request_timeout_ms": settings.publish_timeout_ms,
     }
 
 
@@ -276,7 +306,7 @@ class KafkaClients:
         try:
             return await self.producer.send(topic, value=value, key=key, headers=list(headers))
         except KafkaError as exc:
-            raise PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
+            raise publish_failed(topic, exc) from exc
 
     async def send_batches(self, topic: str, messages: Sequence[Message]
                            ) -> list[tuple[asyncio.Future[Any], list[int]]]:
@@ -292,7 +322,7 @@ class KafkaClients:
         try:
             partitions = sorted(await producer.partitions_for(topic))
         except KafkaError as exc:
-            raise PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
+            raise publish_failed(topic, exc) from exc
         groups: dict[int, list[int]] = {}
         for index, partition in enumerate(partitions_for_keys([key for key, _, _ in messages], partitions)):
             groups.setdefault(partition, []).append(index)
@@ -302,6 +332,9 @@ class KafkaClients:
             members: list[int] = []
             for index in indices:
                 key, value, headers = messages[index]
+                if _too_large(key, value, headers):  # what ``send`` refuses, a batch must refuse too
+                    sent.append((_refused(topic, key, value, headers), [index]))
+                    continue
                 if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:  # full
                     sent.append((await self._submit(builder, topic, partition), members))
                     builder, members = producer.create_batch(), []
@@ -325,7 +358,7 @@ class KafkaClients:
         try:
             await delivery
         except KafkaError as exc:
-            raise PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(exc.retriable)) from exc
+            raise publish_failed(topic, exc) from exc
 
     async def probe(self, *, timeout_s: float) -> None:
         """Ask the cluster for its metadata; raises BrokerUnavailable when it does not answer."""
@@ -337,14 +370,29 @@ class KafkaClients:
             raise BrokerUnavailable(f"metadata request failed: {exc!r}") from exc
 
 
+def _too_large(key: bytes | None, value: bytes | None, headers: Headers) -> bool:
+    """Whether a message is over the producer's request limit (exact size only for the few near it)."""
+    rough = len(key or b"") + len(value or b"") + sum(len(name) + len(data) for name, data in headers)
+    if rough < PRODUCER_MAX_REQUEST_BYTES - 1024:
+        return False
+    return bool(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) > PRODUCER_MAX_REQUEST_BYTES)
+
+
+def _refused(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> asyncio.Future[Any]:
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(MessageSizeTooLargeError(
+        f"the message to {topic} is {size} bytes serialized; the producer's max_request_size is "
+        f"{PRODUCER_MAX_REQUEST_BYTES}"))
+    return future
+
+
 def delivery_error(topic: str, delivery: asyncio.Future[Any]) -> PublishFailed | None:
     """Why a finished delivery future failed, as PublishFailed; None when the broker acknowledged it."""
     if delivery.cancelled():
-        return PublishFailed(f"publish to {topic} was cancelled", retriable=True)
+        return PublishFailed(f"publish to {topic} was cancelled")
     exc = delivery.exception()
-    if exc is None:
-        return None
-    return PublishFailed(f"publish to {topic} failed: {exc!r}", retriable=bool(getattr(exc, "retriable", False)))
+    return None if exc is None else publish_failed(topic, exc)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

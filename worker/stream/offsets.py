@@ -47,7 +47,9 @@ class PartitionOffsets:
 
     @property
     def in_flight(self) -> int:
-        """Consumed offsets whose output is not yet acknowledged, plus acked ones behind a gap."""
+        """In flight, the worker's one definition: consumed, and not yet in the acknowledged prefix (its output,
+        or an earlier offset's, awaits the broker's acknowledgement). Committing is separate: an offset
+        leaves in-flight at its acknowledgement, before the next commit carries it to the broker."""
         return len(self._pending)
 
     @property

@@ -1,8 +1,9 @@
-"""The outbox: results and dead letters to the producer in order, acknowledgements settle offsets, failures retried.
+"""The outbox: results and dead letters to the producer in order, acknowledgements settle offsets, failures handled.
 
 One publisher task hands everything queued to the producer as record batches per topic and partition;
 each record batch's acknowledgement marks its messages' offsets done (worker/stream/offsets.py), or
-starts a retry with backoff for each. Only acknowledged offsets ever become committable.
+starts a redelivery task for each, which follows the publish-error policy (worker/stream/publish_policy.py):
+retry, a replacement dead letter, or halting the partition. Only acknowledged offsets ever become committable.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from typing import Any
 import structlog
 
 from worker.contract import ClassificationResult
+from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 from worker.stream.kafka_io import KafkaClients, PublishFailed, backoff_s, delivery_error
+from worker.stream.publish_policy import DEAD_LETTER, Halt, Replace, decide
 from worker.stream.records import dead_letter_headers, result_key
 from worker.stream.work import Delivery, Work
+
+OnHalt = Callable[[Work, str], None]
 
 log = structlog.get_logger("worker.outbox")
 
@@ -28,12 +33,15 @@ log = structlog.get_logger("worker.outbox")
 class Outbox:
     """Builds the messages for Work items, publishes them, and tells ``on_acked`` whenever offsets got done."""
 
-    def __init__(self, settings: Settings, kafka: KafkaClients, metrics: Metrics,
-                 on_acked: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, kafka: KafkaClients, metrics: Metrics, health: HealthState,
+                 on_acked: Callable[[], None], on_halt: OnHalt) -> None:
         self.settings = settings
         self.kafka = kafka
         self.metrics = metrics
+        self.health = health
         self._on_acked = on_acked
+        self._on_halt = on_halt  # an input nothing can be published for: its partition must stop
+        self._retrying: dict[int, tuple[str, float]] = {}  # id(task) -> (topic, first failure), redeliveries
         self.acked = asyncio.Event()  # set at every acknowledgement (a drain clears it and waits)
         self._queued: list[Delivery] = []  # not yet handed to the producer
         self._publisher: asyncio.Task[None] | None = None
@@ -63,7 +71,7 @@ class Outbox:
         headers = dead_letter_headers(record.headers, reason=reason, message=message, topic=record.topic,
                                       partition=record.partition, offset=record.offset)
         return Delivery(work, self.settings.dlq_topic, record.key, record.value, headers,
-                        self.metrics.dead_letters.labels(reason=reason))
+                        self.metrics.dead_letters.labels(reason=reason), kind=DEAD_LETTER)
 
     # --- hand-over ---------------------------------------------------------------------------------------
 
@@ -112,7 +120,7 @@ class Outbox:
                 sent = await self.kafka.send_batches(topic, [(d.key, d.value, d.headers) for d in group])
             except PublishFailed as exc:
                 for delivery in group:
-                    self._retry(delivery, exc)
+                    self._redeliver_later(delivery, exc)
                 continue
             for future, members in sent:
                 self._unconfirmed.add(future)
@@ -123,35 +131,67 @@ class Outbox:
         error = delivery_error(topic, future)
         if error is not None:
             for delivery in deliveries:
-                self._retry(delivery, error)
+                self._redeliver_later(delivery, error)
             return
         self._acknowledged(deliveries)
 
-    # --- retries and acknowledgements --------------------------------------------------------------------
+    # --- redelivery and acknowledgements -----------------------------------------------------------------
 
-    def _retry(self, delivery: Delivery, error: PublishFailed) -> None:
+    def _redeliver_later(self, delivery: Delivery, error: PublishFailed) -> None:
         if not delivery.work.state.closed:
             self._track(asyncio.create_task(self._redeliver(delivery, error)))
 
     async def _redeliver(self, delivery: Delivery, error: PublishFailed) -> None:
-        """Publish with backoff until acknowledged (or the partition is gone); then the offset counts as done."""
-        attempt = 0
-        while True:
-            if delivery.work.state.closed:
+        """Follow the publish-error policy until the broker has a message for this input, or halt."""
+        key = id(asyncio.current_task())
+        self._retrying[key] = (delivery.topic, time.monotonic())
+        try:
+            attempt = 0
+            while not delivery.work.state.closed:
+                decision = decide(delivery, error, self.dead_letter)
+                if isinstance(decision, Halt):
+                    self._on_halt(delivery.work, decision.reason)
+                    return
+                if isinstance(decision, Replace):
+                    log.warning("publish_refused", topic=delivery.topic, error=str(error),
+                                instead=decision.delivery.kind, to=decision.delivery.topic)
+                    delivery = decision.delivery
+                else:
+                    attempt += 1
+                    await self._back_off(delivery.topic, error, attempt)
+                try:
+                    await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
+                                             headers=delivery.headers)
+                except PublishFailed as exc:
+                    error = exc
+                    continue
+                self._acknowledged([delivery])
                 return
-            self.metrics.broker_errors.inc()
-            delay = backoff_s(attempt, self.settings.retry_backoff_max_s)
-            log.warning("publish_failed", topic=delivery.topic, error=str(error), retriable=error.retriable,
-                        retry_in_s=delay)
-            attempt += 1
-            await asyncio.sleep(delay)
-            try:
-                await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
-                                         headers=delivery.headers)
-                break
-            except PublishFailed as exc:
-                error = exc
-        self._acknowledged([delivery])
+        finally:
+            self._retrying.pop(key, None)
+            self._show_stall()
+
+    async def _back_off(self, topic: str, error: PublishFailed, attempt: int) -> None:
+        self.metrics.broker_errors.inc()
+        self.metrics.publish_retries.labels(topic=topic).inc()
+        self._show_stall()
+        delay = backoff_s(attempt - 1, self.settings.retry_backoff_max_s)
+        log.warning("publish_failed", topic=topic, error=str(error), attempt=attempt, retry_in_s=delay)
+        await asyncio.sleep(delay)
+
+    def _show_stall(self) -> None:
+        """Not ready while some redelivery has lasted past NOTIF_PUBLISH_STALL_S (per topic)."""
+        now = time.monotonic()
+        oldest: dict[str, float] = {}
+        for topic, since in self._retrying.values():
+            oldest[topic] = min(since, oldest.get(topic, since))
+        for topic in {self.settings.output_topic, self.settings.dlq_topic} | set(oldest):
+            first = oldest.get(topic)
+            if first is not None and now - first > self.settings.publish_stall_s:
+                self.health.set_problem(f"publish:{topic}", f"publishing to {topic} has failed for "
+                                        f"{now - first:.0f}s (retrying)")
+            else:
+                self.health.clear_problem(f"publish:{topic}")
 
     def _acknowledged(self, deliveries: list[Delivery]) -> None:
         """The broker has these: mark their offsets done, count them, and wake whoever waits for room."""

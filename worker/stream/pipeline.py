@@ -52,9 +52,10 @@ class Pipeline:
             live=lambda work: not work.state.closed,
         )
         revoking: set[TopicPartition] = set()  # shared: the committer fills it, intake skips its records
-        self.outbox = Outbox(settings, kafka, metrics, on_acked=self._acked)
+        self.halted: set[TopicPartition] = set()  # nothing can be published for an input there: stays paused
+        self.outbox = Outbox(settings, kafka, metrics, health, on_acked=self._acked, on_halt=self._halt)
         self.intake = Intake(settings, kafka, classifier, self.tracker, self.queue, self.outbox, metrics, health,
-                             revoking)
+                             revoking, self.halted)
         self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health)
         self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, revoking)
         self.watcher = Watcher(kafka, self.tracker, metrics, health)
@@ -85,6 +86,10 @@ class Pipeline:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         await self.committer.on_revoked(revoked)
+        for tp in revoked & self.halted:  # the next owner meets the same input and decides for itself
+            self.halted.discard(tp)
+            self.health.clear_problem(f"halted:{tp.topic}:{tp.partition}")
+        self.metrics.halted_partitions.set(len(self.halted))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.committer.on_assigned(assigned)
@@ -92,6 +97,17 @@ class Pipeline:
 
     def _acked(self) -> None:
         self.intake.room_freed()
+
+    def _halt(self, work: Work, reason: str) -> None:
+        """Stop a partition whose input can get neither a result nor any dead letter: loudly, never skipping it."""
+        tp = TopicPartition(work.record.topic, work.record.partition)
+        log.error("partition_halted", topic=tp.topic, partition=tp.partition, offset=work.record.offset,
+                  reason=reason, note="nothing past this offset is committed; /readyz fails until it is fixed")
+        self.halted.add(tp)
+        if tp in self.kafka.assignment():
+            self.kafka.pause({tp})
+        self.health.set_problem(f"halted:{tp.topic}:{tp.partition}", f"partition halted: {reason}")
+        self.metrics.halted_partitions.set(len(self.halted))
 
     async def _connect(self, stop: asyncio.Event) -> bool:
         attempt = 0

@@ -8,6 +8,13 @@ headers (UTF-8 text), so a consumer of the dead-letter topic can find and replay
     notif.source.topic      where the input was read
     notif.source.partition
     notif.source.offset
+
+A dead letter the broker refused with its value (worker/stream/publish_policy.py) is published without
+it and without the input's headers, adding:
+
+    notif.error.value_omitted   "true"
+    notif.error.original_size   the input value's size in bytes
+    notif.error.publish_error   what the broker or producer said
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ MESSAGE_HEADER = "notif.error.message"
 TOPIC_HEADER = "notif.source.topic"
 PARTITION_HEADER = "notif.source.partition"
 OFFSET_HEADER = "notif.source.offset"
+VALUE_OMITTED_HEADER = "notif.error.value_omitted"
+ORIGINAL_SIZE_HEADER = "notif.error.original_size"
+PUBLISH_ERROR_HEADER = "notif.error.publish_error"
 INFERENCE_ERROR = "inference_error"
+PUBLISH_REJECTED = "publish_rejected"  # a result the broker refused for good: its input is dead-lettered
 
 # Headers we set replace same-named input headers (a re-processed dead letter keeps one of each).
 _OWN_PREFIXES = ("notif.error.", "notif.source.")

@@ -32,3 +32,4 @@ class Delivery:
     headers: list[tuple[str, bytes]]
     counter: Any  # the labelled Prometheus counter child that counts it (classifications or dead letters)
     input_ms: int | None = None  # a result's input timestamp: its end-to-end latency is observed at the ack
+    kind: str = "result"  # result, dead_letter or value_omitted (worker/stream/publish_policy.py)

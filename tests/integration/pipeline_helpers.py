@@ -1,0 +1,103 @@
+"""In-process workers for broker tests: the real pipeline, a classifier that fails on cue, /readyz over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from tests.integration.kafka_helpers import Topics
+from worker.contract import ClassificationResult, Notification
+from worker.dev.instant import InstantClassifier
+from worker.observe.health import HealthServer, HealthState
+from worker.observe.metrics import Metrics
+from worker.protocol import NotificationClassifier
+from worker.settings import Settings
+from worker.stream.inference import InferenceThread
+from worker.stream.kafka_io import KafkaClients
+from worker.stream.pipeline import Pipeline
+
+
+class PoisonClassifier(InstantClassifier):
+    """Raises on any batch holding a notification titled 'poison', as a model out of memory would;
+    while ``broken`` is set it raises on every call, as a lost CUDA context would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = threading.Event()
+        self.calls = 0
+
+    def count_tokens(self, notification: Notification) -> int:
+        if notification.title == "untokenizable":
+            raise ValueError("tokenizer failed")
+        return super().count_tokens(notification)
+
+    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        self.calls += 1
+        if self.broken.is_set():
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if any(n.title == "poison" for n in notifications):
+            raise RuntimeError("CUDA out of memory")
+        return super().classify(notifications)
+
+
+def settings_for(topics: Topics, bootstrap: str, **extra: Any) -> Settings:
+    """Settings of a worker on these topics (NOTIF_* names without the prefix as keywords)."""
+    env = {key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(bootstrap).items()}
+    return Settings.model_validate({**env, "commit_interval_ms": 50, "max_wait_ms": 20, **extra})
+
+
+@dataclass
+class RunningWorker:
+    pipeline: Pipeline
+    health: HealthState
+    registry: CollectorRegistry
+    server: HealthServer
+    task: asyncio.Task[None]
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of a GET on the worker's real HTTP port."""
+        return await asyncio.to_thread(_get, f"http://127.0.0.1:{self.server.port}{path}")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, classifier: NotificationClassifier | None = None,
+                         kafka: KafkaClients | None = None) -> AsyncIterator[RunningWorker]:
+    """A pipeline running on this loop with its HTTP port; stopped (SIGTERM's path) on the way out."""
+    registry = CollectorRegistry()
+    health = HealthState(liveness_timeout_s=settings.liveness_timeout_s)
+    health.model_loaded = True
+    thread = InferenceThread()
+    server = await HealthServer(health, registry, host="127.0.0.1", port=0).start()
+    pipeline = Pipeline(settings, classifier or InstantClassifier(), kafka or KafkaClients(settings), thread,
+                        Metrics(registry), health)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    try:
+        yield RunningWorker(pipeline, health, registry, server, task)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), settings.shutdown_timeout_s + 10)
+        finally:
+            thread.stop()
+            await server.stop()
