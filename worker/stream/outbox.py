@@ -48,6 +48,13 @@ class Outbox:
         self._tasks: set[asyncio.Task[None]] = set()  # the publisher, retries
         self._unconfirmed: set[asyncio.Future[Any]] = set()  # handed to the producer, not yet acknowledged
         self._classified: dict[tuple[str, int], Any] = {}
+        self._failure: asyncio.Future[None] | None = None
+
+    def failure(self) -> asyncio.Future[None]:
+        """Fails with the first unexpected exception of a hand-over or redelivery task (the supervisor waits on it)."""
+        if self._failure is None:
+            self._failure = asyncio.get_running_loop().create_future()
+        return self._failure
 
     # --- messages ----------------------------------------------------------------------------------------
 
@@ -104,7 +111,18 @@ class Outbox:
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A task ended: anything but a normal end or a cancel is a bug, and fails the worker (never a stranded
+        hand-over that only logs "Task exception was never retrieved")."""
+        self._tasks.discard(task)
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("outbox_task_failed", task=task.get_name(), error=repr(error), exc_info=error)
+        failure = self.failure()
+        if not failure.done():
+            failure.set_exception(error)
 
     async def _send_all(self, deliveries: list[Delivery]) -> None:
         """Hand messages to the producer as record batches per topic and partition, in order within each.

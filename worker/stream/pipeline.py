@@ -67,7 +67,9 @@ class Pipeline:
         loops = [asyncio.create_task(coro) for coro in (
             self.intake.run(), self.inference.run(), self.committer.run(), self.watcher.run())]
         stopped: asyncio.Task[Any] = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*loops, stopped], return_when=asyncio.FIRST_COMPLETED)
+        # every task is watched: the four loops here, the outbox's hand-over and redelivery tasks through
+        # its failure future; the first unexpected exception stops the worker (exit 1 in serve)
+        done, _ = await asyncio.wait([*loops, stopped, self.outbox.failure()], return_when=asyncio.FIRST_COMPLETED)
         failure = next((error for task in done if task is not stopped and not task.cancelled()
                         and (error := task.exception()) is not None), None)
         reserve = min(CLOSE_RESERVE_S, self.settings.shutdown_timeout_s / 4)
