@@ -3,6 +3,8 @@
 An offset is committed only when it and every offset before it in its partition have an acknowledged
 result or dead letter (worker/stream/offsets.py). On revocation the partition's work is drained and
 committed within NOTIF_SHUTDOWN_TIMEOUT_S; a partition whose membership is already lost is never committed.
+Commits that keep failing for NOTIF_COMMIT_STALL_S (no group ACL, a coordinator that does not answer) make
+/readyz fail with the reason and set notif_commit_failing, which an alert watches; the next success clears both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import suppress
 import structlog
 from aiokafka.structs import TopicPartition
 
+from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 from worker.stream.batch_queue import BatchQueue
@@ -22,7 +25,6 @@ from worker.stream.offsets import OffsetTracker
 from worker.stream.outbox import Outbox
 from worker.stream.work import Work
 
-COMMIT_TIMEOUT_S = 10.0
 MIN_COMMIT_INTERVAL_S = 0.01
 
 log = structlog.get_logger("worker.committer")
@@ -32,15 +34,18 @@ class Committer:
     """The commit loop and the rebalance callbacks (called by the supervisor inside aiokafka's rebalance)."""
 
     def __init__(self, settings: Settings, kafka: KafkaClients, tracker: OffsetTracker[TopicPartition],
-                 queue: BatchQueue[Work], outbox: Outbox, metrics: Metrics, revoking: set[TopicPartition]) -> None:
+                 queue: BatchQueue[Work], outbox: Outbox, metrics: Metrics, health: HealthState,
+                 revoking: set[TopicPartition]) -> None:
         self.settings = settings
         self.kafka = kafka
         self.tracker = tracker
         self.queue = queue
         self.outbox = outbox
         self.metrics = metrics
+        self.health = health
         self._revoking = revoking
         self._lock = asyncio.Lock()
+        self._failing_since: float | None = None  # the first of the commits failing in a row
 
     async def run(self) -> None:
         interval = max(self.settings.commit_interval_ms / 1000, MIN_COMMIT_INTERVAL_S)
@@ -59,16 +64,32 @@ class Committer:
             if not due:
                 return True
             try:
-                await self.kafka.commit({tp: position for tp, _, position in due}, timeout_s=COMMIT_TIMEOUT_S)
+                await self.kafka.commit({tp: position for tp, _, position in due},
+                                        timeout_s=self.settings.commit_timeout_s)
             except (CommitRejected, BrokerUnavailable) as exc:
-                self.metrics.commit_failures.inc()
-                log.warning("commit_failed", error=str(exc), partitions=len(due))
+                self._failed(exc, len(due))
                 return False
+            if self._failing_since is not None:
+                log.info("commits_recovered", failing_for_s=round(time.monotonic() - self._failing_since, 1))
+                self._failing_since = None
+                self.health.clear_problem("commit")
+                self.metrics.commit_failing.set(0)
             for _, state, position in due:
                 state.mark_committed(position)
             self.metrics.commits.inc()
             log.debug("committed", offsets={f"{tp.topic}:{tp.partition}": pos for tp, _, pos in due})
             return True
+
+    def _failed(self, error: BaseException, partitions: int) -> None:
+        self.metrics.commit_failures.inc()
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        failing_for = now - self._failing_since
+        log.warning("commit_failed", error=str(error), partitions=partitions, failing_for_s=round(failing_for, 1))
+        if failing_for >= self.settings.commit_stall_s:
+            self.health.set_problem("commit", f"offset commits have failed for {failing_for:.0f}s: {error}")
+            self.metrics.commit_failing.set(1)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Inside the rebalance: finish, publish and commit the revoked partitions' work, within the bound."""

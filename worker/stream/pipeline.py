@@ -57,7 +57,7 @@ class Pipeline:
         self.intake = Intake(settings, kafka, classifier, self.tracker, self.queue, self.outbox, metrics, health,
                              revoking, self.halted)
         self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health)
-        self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, revoking)
+        self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking)
         self.watcher = Watcher(kafka, self.tracker, metrics, health)
 
     async def run(self, stop: asyncio.Event) -> None:
