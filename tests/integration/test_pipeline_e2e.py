@@ -19,7 +19,8 @@ from tests.integration.kafka_helpers import (
     produce,
     read_all,
 )
-from worker.contract import ClassificationResult, Notification, decode_notification
+from tests.integration.pipeline_helpers import PoisonClassifier
+from worker.contract import decode_notification
 from worker.dev.instant import InstantClassifier
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
@@ -31,20 +32,6 @@ from worker.stream.pipeline import Pipeline
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 MAX_BYTES = 256
-
-
-class PoisonClassifier(InstantClassifier):
-    """Raises on any batch holding a notification titled 'poison', as a model out of memory would."""
-
-    def count_tokens(self, notification: Notification) -> int:
-        if notification.title == "untokenizable":
-            raise ValueError("tokenizer failed")
-        return super().count_tokens(notification)
-
-    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
-        if any(n.title == "poison" for n in notifications):
-            raise RuntimeError("CUDA out of memory")
-        return super().classify(notifications)
 
 
 VALID: list[tuple[bytes | None, bytes]] = [

@@ -3,8 +3,11 @@
 Every model call (and the model load) runs on one dedicated thread, so the event loop keeps
 heartbeating, fetching the next batch and publishing the last while the model works, and a GPU is
 only ever driven from one thread. A batch whose call raises (e.g. CUDA out of memory) is halved and
-retried; a single notification that still fails becomes an InferenceFailure for the dead-letter topic.
-InferenceLoop takes batches from the queue, classifies them there and hands the outcomes to the outbox.
+retried; a single notification that still fails becomes an InferenceFailure for the dead-letter topic,
+but only while its neighbours (or, in a batch that failed entirely, a probe notification) succeed: a model
+that fails everything trips the circuit breaker (worker/stream/breaker.py) and its batch is held and
+retried instead. InferenceLoop takes batches from the queue, classifies them there and hands the outcomes
+to the outbox.
 
 Exceptions:
     ResultCountMismatch    the classifier returned a different number of results than it was given
@@ -28,12 +31,15 @@ from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.stream.batch_queue import BatchQueue
+from worker.stream.breaker import CircuitBreaker
 from worker.stream.outbox import Outbox
 from worker.stream.records import INFERENCE_ERROR
 from worker.stream.work import Work
 
 T = TypeVar("T")
 MAX_ERROR_CHARS = 500
+# Classified alone when a whole batch failed: if it succeeds the model works and the failures are the items'.
+PROBE = Notification(id="notif-breaker-probe", title="Circuit breaker probe", body="Is the model answering?")
 
 log = structlog.get_logger("worker.inference")
 
@@ -132,37 +138,69 @@ async def classify_with_split(
     return first + await classify_with_split(thread, classifier, batch[middle:], on_error)
 
 
-def report_model_failure(metrics: Metrics, size: int, error: BaseException) -> None:
+def report_model_failure(metrics: Metrics, size: int, error: BaseException, action: str | None = None) -> None:
     """Count and log one failed model call (a batch of ``size``, or the tokenizer on one notification)."""
     metrics.inference_errors.inc()
     log.warning("inference_failed", batch_size=size, error=describe(error),
-                action="split and retry" if size > 1 else "dead-letter")
+                action=action or ("split and retry" if size > 1 else "dead-letter unless all fail"))
 
 
 class InferenceLoop:
     """Batches from the queue through the model, one at a time; every outcome goes to the outbox."""
 
     def __init__(self, queue: BatchQueue[Work], thread: InferenceThread, classifier: NotificationClassifier,
-                 outbox: Outbox, metrics: Metrics, health: HealthState) -> None:
+                 outbox: Outbox, metrics: Metrics, health: HealthState, breaker: CircuitBreaker) -> None:
         self.queue = queue
         self.thread = thread
         self.classifier = classifier
         self.outbox = outbox
         self.metrics = metrics
         self.health = health
-        self._stopping = False
+        self.breaker = breaker
+        self._stopping = asyncio.Event()
 
     def stop(self) -> None:
-        """Start no new batch; the loop ends after the one in hand."""
-        self._stopping = True
+        """Start no new batch; the loop ends after the one in hand (a held batch is left uncommitted)."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             batch = await self.queue.next_batch()
-            if batch:
-                await self.classify(batch)
+            while batch and not self._stopping.is_set():
+                batch = await self.classify(batch)
 
-    async def classify(self, batch: list[Work]) -> None:
+    async def classify(self, batch: list[Work]) -> list[Work]:
+        """Classify a batch and hand its outcomes to the outbox; returns it instead when the model failed it
+        entirely (held for a retry after the breaker's wait), [] otherwise."""
+        batch = [work for work in batch if not work.state.closed]  # revoked meanwhile: the next owner has them
+        if not batch:
+            return []
+        if self.breaker.open and not await self._probe_works():  # a broken model: don't split the batch again
+            self.breaker.failed("the probe failed")
+            await self.breaker.wait_before_retry(self._stopping)
+            return batch
+        outcomes = await self._outcomes(batch)
+        if all(isinstance(outcome, InferenceFailure) for outcome in outcomes) and not await self._probe_works():
+            failure = outcomes[-1]
+            self.breaker.failed(failure.message if isinstance(failure, InferenceFailure) else "")
+            await self.breaker.wait_before_retry(self._stopping)
+            return batch
+        self.breaker.succeeded()
+        self.outbox.submit([self.outbox.dead_letter(work, INFERENCE_ERROR, outcome.message)
+                            if isinstance(outcome, InferenceFailure) else self.outbox.result(work, outcome)
+                            for work, outcome in zip(batch, outcomes, strict=True)])
+        return []
+
+    async def _probe_works(self) -> bool:
+        """Whether the model classifies a notification known to be fine (the failed ones' missing neighbour)."""
+        try:
+            await self.thread.submit(lambda: _classify_checked(self.classifier, [PROBE]))
+        except Exception as exc:
+            report_model_failure(self.metrics, 1, exc, action="hold the batch (the breaker's probe failed)")
+            return False
+        return True
+
+    async def _outcomes(self, batch: list[Work]) -> list[Outcome]:
         notifications = [work.notification for work in batch if work.notification is not None]
         padded = len(batch) * max(work.tokens for work in batch)
         self.metrics.batch_size.observe(len(batch))
@@ -177,9 +215,7 @@ class InferenceLoop:
         self.metrics.inference_latency.observe(seconds)
         log.debug("batch", size=len(batch), padded_tokens=padded, seconds=round(seconds, 4),
                   queued=len(self.queue))
-        self.outbox.submit([self.outbox.dead_letter(work, INFERENCE_ERROR, outcome.message)
-                            if isinstance(outcome, InferenceFailure) else self.outbox.result(work, outcome)
-                            for work, outcome in zip(batch, outcomes, strict=True)])
+        return outcomes
 
     def _failed(self, size: int, error: BaseException) -> None:
         report_model_failure(self.metrics, size, error)

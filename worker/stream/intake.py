@@ -19,6 +19,7 @@ from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 from worker.stream.batch_queue import BatchQueue
+from worker.stream.breaker import CircuitBreaker
 from worker.stream.inference import describe, report_model_failure
 from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, backoff_s
 from worker.stream.offsets import OffsetTracker, PartitionOffsets
@@ -37,7 +38,7 @@ class Intake:
     def __init__(self, settings: Settings, kafka: KafkaClients, classifier: NotificationClassifier,
                  tracker: OffsetTracker[TopicPartition], queue: BatchQueue[Work], outbox: Outbox,
                  metrics: Metrics, health: HealthState, revoking: set[TopicPartition],
-                 halted: set[TopicPartition]) -> None:
+                 halted: set[TopicPartition], breaker: CircuitBreaker) -> None:
         self.settings = settings
         self.kafka = kafka
         self.classifier = classifier
@@ -48,6 +49,7 @@ class Intake:
         self.health = health
         self._revoking = revoking  # partitions inside on_revoked: their records are left to the next owner
         self._halted = halted  # partitions stopped by the publish-error policy: never resumed here
+        self._breaker = breaker  # while open, every partition stays paused
         self._room = asyncio.Event()  # cleared while backpressure waits for in-flight work to halve
         self._room.set()
         self._stopping = False
@@ -89,16 +91,16 @@ class Intake:
 
         Returns the room left under the bound (the most records the next poll may bring).
         """
-        in_flight, bound = self.tracker.in_flight, self.settings.max_in_flight
+        in_flight, bound, held = self.tracker.in_flight, self.settings.max_in_flight, self._breaker.open
         assigned, paused = self.kafka.assignment(), self.kafka.paused()
-        if in_flight >= bound and assigned - paused:
-            log.debug("backpressure_pause", in_flight=in_flight, bound=bound)
+        if (in_flight >= bound or held) and assigned - paused:
+            log.debug("backpressure_pause", in_flight=in_flight, bound=bound, breaker_open=held)
             self.kafka.pause(assigned - paused)
-        elif paused and in_flight <= bound // 2:
+        elif paused and in_flight <= bound // 2 and not held:
             log.debug("backpressure_resume", in_flight=in_flight, bound=bound)
             self.kafka.resume(paused - self._halted)
         self.metrics.paused_partitions.set(len(self.kafka.paused()))
-        return bound - in_flight
+        return 0 if held else bound - in_flight
 
     async def _wait_for_room(self) -> None:
         """While paused: wait until acknowledgements bring in-flight work down to the resume mark.

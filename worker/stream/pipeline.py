@@ -22,6 +22,7 @@ from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 from worker.stream.batch_queue import BatchQueue
+from worker.stream.breaker import CircuitBreaker
 from worker.stream.committer import Committer
 from worker.stream.inference import InferenceLoop, InferenceThread
 from worker.stream.intake import Intake
@@ -54,9 +55,11 @@ class Pipeline:
         revoking: set[TopicPartition] = set()  # shared: the committer fills it, intake skips its records
         self.halted: set[TopicPartition] = set()  # nothing can be published for an input there: stays paused
         self.outbox = Outbox(settings, kafka, metrics, health, on_acked=self._acked, on_halt=self._halt)
+        self.breaker = CircuitBreaker(failures=settings.breaker_failures, retry_s=settings.breaker_retry_s,
+                                      unhealthy_s=settings.breaker_unhealthy_s, metrics=metrics, health=health)
         self.intake = Intake(settings, kafka, classifier, self.tracker, self.queue, self.outbox, metrics, health,
-                             revoking, self.halted)
-        self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health)
+                             revoking, self.halted, self.breaker)
+        self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker)
         self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking)
         self.watcher = Watcher(kafka, self.tracker, metrics, health)
 

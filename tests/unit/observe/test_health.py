@@ -78,3 +78,25 @@ async def test_endpoints() -> None:
         assert await http_get(server.port, "/healthz", method="HEAD") == (200, "")
     finally:
         await server.stop()
+
+
+def test_a_problem_makes_it_not_ready_and_a_lasting_one_not_alive() -> None:
+    clock = Clock()
+    state = HealthState(liveness_timeout_s=1000, clock=clock)
+    state.model_loaded, state.broker_reachable, state.assigned_partitions = True, True, 1
+    state.set_problem("commit", "offset commits have failed for 60s")
+    state.set_problem("breaker", "the breaker is open", fatal_after_s=30)
+    assert state.ready() == (False, "the breaker is open")  # the first by key, so the answer is stable
+    clock.now += 20
+    state.beat()
+    state.set_problem("breaker", "the breaker is open, still", fatal_after_s=30)  # keeps the time it began
+    assert state.live() == (True, "ok")
+    clock.now += 11
+    state.beat()
+    ok, reason = state.live()
+    assert not ok and reason.startswith("the breaker is open, still")
+    state.clear_problem("breaker")
+    assert state.live() == (True, "ok")
+    assert state.ready() == (False, "offset commits have failed for 60s")
+    state.clear_problem("commit")
+    assert state.ready() == (True, "ok")
