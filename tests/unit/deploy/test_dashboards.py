@@ -39,6 +39,7 @@ def exported_metric_names() -> set[str]:
     metrics.classifications.labels(folder="Work", priority="3")
     metrics.dead_letters.labels(reason="empty")
     metrics.consumer_lag.labels(topic="t", partition="0")
+    metrics.publish_retries.labels(topic="t")
     metrics.model_info.info({"model": "m"})
     return {sample.name for family in metrics.registry.collect() for sample in family.samples}
 
@@ -190,7 +191,8 @@ def test_alerts_cover_the_obvious_failures(alerts: list[dict[str, Any]]) -> None
     for rule in alerts:
         for name in metric_names(rule["expr"]):
             by_metric.setdefault(name, set()).add(rule["alert"])
-    for needed in ("up", "notif_consumer_lag", "notif_dead_letters_total", "notif_parse_failures_total"):
+    for needed in ("up", "notif_consumer_lag", "notif_dead_letters_total", "notif_parse_failures_total",
+                   "notif_commit_failing", "notif_breaker_open", "notif_halted_partitions"):
         assert needed in by_metric, f"no alert on {needed}"
 
 
