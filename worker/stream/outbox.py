@@ -46,7 +46,8 @@ class Outbox:
         self._queued: list[Delivery] = []  # not yet handed to the producer
         self._publisher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # the publisher, retries
-        self._unconfirmed: set[asyncio.Future[Any]] = set()  # handed to the producer, not yet acknowledged
+        # handed to the producer, not yet acknowledged: (topic, when), so a stall inside the producer shows
+        self._unconfirmed: dict[asyncio.Future[Any], tuple[str, float]] = {}
         self._classified: dict[tuple[str, int], Any] = {}
         self._failure: asyncio.Future[None] | None = None
 
@@ -140,12 +141,13 @@ class Outbox:
                 for delivery in group:
                     self._redeliver_later(delivery, exc)
                 continue
+            now = time.monotonic()
             for future, members in sent:
-                self._unconfirmed.add(future)
+                self._unconfirmed[future] = (topic, now)
                 future.add_done_callback(partial(self._confirmed, topic, [group[i] for i in members]))
 
     def _confirmed(self, topic: str, deliveries: list[Delivery], future: asyncio.Future[Any]) -> None:
-        self._unconfirmed.discard(future)
+        self._unconfirmed.pop(future, None)
         error = delivery_error(topic, future)
         if error is not None:
             for delivery in deliveries:
@@ -187,27 +189,30 @@ class Outbox:
                 return
         finally:
             self._retrying.pop(key, None)
-            self._show_stall()
+            self.show_stall()
 
     async def _back_off(self, topic: str, error: PublishFailed, attempt: int) -> None:
         self.metrics.broker_errors.inc()
         self.metrics.publish_retries.labels(topic=topic).inc()
-        self._show_stall()
+        self.show_stall()
         delay = backoff_s(attempt - 1, self.settings.retry_backoff_max_s)
         log.warning("publish_failed", topic=topic, error=str(error), attempt=attempt, retry_in_s=delay)
         await asyncio.sleep(delay)
 
-    def _show_stall(self) -> None:
-        """Not ready while some redelivery has lasted past NOTIF_PUBLISH_STALL_S (per topic)."""
+    def show_stall(self) -> None:
+        """Not ready while a topic's oldest redelivery, or oldest hand-over the producer still has not had
+        acknowledged (the idempotent producer retries inside aiokafka without telling), passes NOTIF_PUBLISH_STALL_S."""
         now = time.monotonic()
-        oldest: dict[str, float] = {}
-        for topic, since in self._retrying.values():
-            oldest[topic] = min(since, oldest.get(topic, since))
+        oldest: dict[str, tuple[float, str]] = {}
+        waits = ((self._retrying.values(), "failed"), (self._unconfirmed.values(), "not been acknowledged"))
+        for waiting, what in waits:
+            for topic, since in waiting:
+                if topic not in oldest or since < oldest[topic][0]:
+                    oldest[topic] = (since, what)
         for topic in {self.settings.output_topic, self.settings.dlq_topic} | set(oldest):
-            first = oldest.get(topic)
-            if first is not None and now - first > self.settings.publish_stall_s:
-                self.health.set_problem(f"publish:{topic}", f"publishing to {topic} has failed for "
-                                        f"{now - first:.0f}s (retrying)")
+            since, what = oldest.get(topic, (now, ""))
+            if now - since > self.settings.publish_stall_s:
+                self.health.set_problem(f"publish:{topic}", f"publishing to {topic} has {what} for {now - since:.0f}s")
             else:
                 self.health.clear_problem(f"publish:{topic}")
 

@@ -61,7 +61,7 @@ class Pipeline:
                              revoking, self.halted, self.breaker)
         self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker)
         self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking)
-        self.watcher = Watcher(kafka, self.tracker, metrics, health)
+        self.watcher = Watcher(kafka, self.tracker, metrics, health, checks=[self.outbox.show_stall])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect (retrying), process until ``stop`` is set, then finish, commit and close in time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 
 import structlog
 from aiokafka.structs import TopicPartition
@@ -22,8 +23,9 @@ class Watcher:
     """Broker reachability into the health state; assignment, lag and readiness into the metrics."""
 
     def __init__(self, kafka: KafkaClients, tracker: OffsetTracker[TopicPartition], metrics: Metrics,
-                 health: HealthState) -> None:
+                 health: HealthState, checks: Sequence[Callable[[], None]] = ()) -> None:
         self.kafka = kafka
+        self.checks = checks  # other parts' health checks that need a clock, not an event (a publish stall)
         self.tracker = tracker
         self.metrics = metrics
         self.health = health
@@ -33,6 +35,8 @@ class Watcher:
             await self._probe()
             self.show_assignment(len(self.kafka.assignment()))
             self._update_lag()
+            for check in self.checks:
+                check()
             self.metrics.ready.set(1 if self.health.ready()[0] else 0)
             await asyncio.sleep(WATCH_INTERVAL_S)
 
