@@ -78,6 +78,7 @@ async def test_commits_that_keep_failing_make_the_worker_not_ready(
         first = await produce(fault_proxy.address, topics.input, notification_messages(10, "a"), partitions=2)
         await eventually(lambda: _committed_to(fault_proxy, topics, first), 40, "the first 10 committed")
         await readyz(worker, 200)
+        assert fault_proxy.requests[OFFSET_COMMIT] > 0 and fault_proxy.requests[PRODUCE] > 0  # all via the proxy
 
         fault_proxy.cut_api_keys = {OFFSET_COMMIT}  # as a group ACL missing would: every commit fails
         second = await produce(fault_proxy.address, topics.input, notification_messages(10, "b"), partitions=2)

@@ -35,7 +35,7 @@ class Committer:
 
     def __init__(self, settings: Settings, kafka: KafkaClients, tracker: OffsetTracker[TopicPartition],
                  queue: BatchQueue[Work], outbox: Outbox, metrics: Metrics, health: HealthState,
-                 revoking: set[TopicPartition]) -> None:
+                 revoking: set[TopicPartition], halted: set[TopicPartition]) -> None:
         self.settings = settings
         self.kafka = kafka
         self.tracker = tracker
@@ -44,6 +44,7 @@ class Committer:
         self.metrics = metrics
         self.health = health
         self._revoking = revoking
+        self._halted = halted  # their in-flight work never settles: a drain does not wait for it
         self._lock = asyncio.Lock()
         self._failing_since: float | None = None  # the first of the commits failing in a row
 
@@ -101,7 +102,7 @@ class Committer:
         drained = committed = False
         try:
             if not lost:
-                drained = await self._drain(owned, self.settings.shutdown_timeout_s)
+                drained = await self._drain(owned - self._halted, self.settings.shutdown_timeout_s)
                 committed = await self.commit(owned)
         finally:
             self.tracker.close(owned)

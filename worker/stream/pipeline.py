@@ -60,7 +60,8 @@ class Pipeline:
         self.intake = Intake(settings, kafka, classifier, self.tracker, self.queue, self.outbox, metrics, health,
                              revoking, self.halted, self.breaker)
         self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker)
-        self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking)
+        self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking,
+                                   self.halted)
         self.watcher = Watcher(kafka, self.tracker, metrics, health, checks=[self.outbox.show_stall])
 
     async def run(self, stop: asyncio.Event) -> None:
