@@ -43,6 +43,15 @@ class Settings(BaseSettings):
         32768, ge=256, description="Token budget of one model call (padded length x rows)."
     )
 
+    # --- scoring engine ---------------------------------------------------------------------------------
+    engine: Literal["fast", "reference"] = Field(
+        "fast", description="`fast`: dense weights (NF4 dequantized once, LoRA merged), one packed row per batch; "
+        "falls back to `reference` (the transformers model as loaded) for a model it cannot run."
+    )
+    engine_compile: bool = Field(
+        True, description="CUDA only: compile the fast engine's pass over bucketed lengths (CUDA graphs)."
+    )
+
     # --- kafka ----------------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated broker addresses.")
     input_topic: str = Field("notifications.raw", description="Topic of raw notifications.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,10 +32,13 @@ from worker.contract import (
     render_user_message,
 )
 from worker.model.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
+from worker.model.engine import build_engine
 from worker.model.layout import build_pass
 from worker.model.loading import EOS_TOKEN, LoadedModel, load_model
 from worker.model.planning import plan_batches
 from worker.settings import Settings
+
+Answer = tuple[str, int, dict[str, float | None], str]  # folder, priority, confidence, decoding
 
 
 class InferenceError(RuntimeError):
@@ -79,6 +82,10 @@ class Classifier:
         self._choice_head = (self._head.weight[self._choice_tokens].detach().clone()
                              if type(self._head) is torch.nn.Linear and self._head.bias is None else None)
         self.prepare = lru_cache(maxsize=8192)(self._prepare)
+        # NOTIF_ENGINE: the fast engine (engine.py) scores when it can run this model; else the code below
+        self.engine = build_engine(self.model, settings, loaded.dtype, self.device, prefix_ids=self.prefix_ids,
+                                   plan=self.plan, read_slots=self._slots, choice_head=self._choice_head,
+                                   pad_id=self.pad_id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -104,17 +111,34 @@ class Classifier:
                                max_tokens=self.settings.max_batch_tokens)
         results: list[ClassificationResult | None] = [None] * len(prompts)
         with self._lock, torch.inference_mode():
-            for batch in batches:
-                chunk = [prompts[i] for i in batch]
-                try:
-                    answers = self._classify_batch(chunk)
-                except Exception as exc:
-                    raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
+            for batch, answers in zip(batches, self._answer_batches([[prompts[i] for i in b] for b in batches]),
+                                      strict=True):
                 for i, (folder, priority, confidence, decoding) in zip(batch, answers, strict=True):
                     results[i] = self._result(notifications[i], prompts[i], folder, priority, confidence, decoding)
         return [r for r in results if r is not None]
 
-    def _classify_batch(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float | None], str]]:
+    def _answer_batches(self, chunks: list[list[Prompt]]) -> Iterator[list[Answer]]:
+        """Answers batch by batch; with the fast engine, batch n+1 is prepared while batch n runs."""
+        try:
+            if self.engine is None or self.settings.decoding != "constrained":
+                for chunk in chunks:
+                    yield self._classify_batch(chunk)
+                return
+            engine = self.engine
+            pending = [engine.launch(engine.prepare(self._trunks(chunks[0])))]
+            for following in [*chunks[1:], None]:
+                if following is not None:  # prepared on the CPU while the pass before it runs, queued behind it
+                    pending.append(engine.launch(engine.prepare(self._trunks(following))))
+                yield [(f, p, dict(c), "constrained") for f, p, c in self._walk(pending.pop(0).wait().tolist())]
+        except InferenceError:
+            raise
+        except Exception as exc:
+            raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _trunks(self, prompts: list[Prompt]) -> list[list[int]]:
+        return [[*p.suffix_ids, *self.plan.trunk] for p in prompts]
+
+    def _classify_batch(self, prompts: list[Prompt]) -> list[Answer]:
         if self.settings.decoding == "constrained":
             return [(f, p, dict(c), "constrained") for f, p, c in self.score(prompts)]
         return self._generate(prompts)
@@ -132,8 +156,14 @@ class Classifier:
 
     def score(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float]]]:
         """Greedy decoding restricted to the valid answers, in ONE forward pass (see FeedPlan and layout)."""
+        if self.engine is not None:
+            return self._walk(self.engine.launch(self.engine.prepare(self._trunks(prompts))).wait().tolist())
+        return self._walk(self._reference_logits(prompts))
+
+    def _reference_logits(self, prompts: list[Prompt]) -> list[list[list[float]]]:
+        """[N][S][C] choice-token logits by the transformers model itself (rows of layout.build_pass)."""
         plan = self.plan
-        fed = build_pass([[*p.suffix_ids, *plan.trunk] for p in prompts], plan.tokens, plan.depths,
+        fed = build_pass(self._trunks(prompts), plan.tokens, plan.depths,
                          self._ancestors, self._slots, len(self.prefix_ids), self.pad_id)
         device = self.device
         mask = fed.mask.to(device)
@@ -144,7 +174,10 @@ class Classifier:
                             attention_mask={"full_attention": mask, "sliding_attention": mask}, use_cache=True,
                             **{self._decoder_cache_kwarg: self._prefix_cache(fed.input_ids.shape[0])})
         hidden = out.last_hidden_state[fed.read_rows.to(device), fed.read_cols.to(device)]  # [N * S, H]
-        picked = self._choice_logits(hidden).float().view(len(prompts), len(self._slots), -1).cpu().tolist()
+        return self._choice_logits(hidden).float().view(len(prompts), len(self._slots), -1).cpu().tolist()
+
+    def _walk(self, picked: list[list[list[float]]]) -> list[tuple[str, int, dict[str, float]]]:
+        plan = self.plan
         slot_of = {slot: i for i, slot in enumerate(self._slots)}
         column = {token: i for i, token in enumerate(self._choice_tokens)}
         answers = []
