@@ -1,5 +1,7 @@
 """Micro-batching of decoded notifications: a batch closes at max size, at the token budget or after max wait.
 
+Max wait applies only to work that arrives at an idle model; what queued while the model was busy goes at once.
+
 Rows of one model call are padded to the longest, so the token budget counts rows x longest row.
 """
 
@@ -74,11 +76,18 @@ class BatchQueue(Generic[T]):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
 
     async def next_batch(self) -> list[T]:
-        """Wait for work, then up to max_wait_s for a full batch; [] once the queue is closed."""
+        """The next batch, called when the model is free; [] once the queue is closed.
+
+        Work that queued up while the model was busy goes at once (as much as one batch holds): the batch
+        grows with the load by itself, and a free model never idles for max_wait_s beside waiting work. Only
+        when the queue was empty does the first arrival wait up to max_wait_s for company.
+        """
+        waited = False
         while not self._closed and not self.prune_head():
+            waited = True
             await self._wait_change(None)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
+        deadline = loop.time() + (self.max_wait_s if waited else 0.0)
         while not self._closed and not self._full() and (remaining := deadline - loop.time()) > 0:
             await self._wait_change(remaining)
         if self._closed:

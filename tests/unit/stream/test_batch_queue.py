@@ -37,19 +37,31 @@ async def test_full_batch_goes_without_waiting() -> None:
     assert time.monotonic() - started < 1.0
 
 
-async def test_partial_batch_waits_max_wait_then_goes() -> None:
+async def test_work_queued_while_the_model_was_busy_goes_at_once() -> None:
+    # next_batch is called when the model frees up: what accumulated meanwhile goes now, not after max wait
+    queue = make_queue(max_wait_s=30.0)
+    for _ in range(3):
+        queue.put(Item(10))
+    batch = await asyncio.wait_for(queue.next_batch(), 5.0)
+    assert len(batch) == 3 and len(queue) == 0
+
+
+async def test_work_arriving_at_an_idle_model_waits_max_wait_then_goes() -> None:
     queue = make_queue(max_wait_s=0.2)
-    queue.put(Item(10))
+    waiter = asyncio.create_task(queue.next_batch())
+    await asyncio.sleep(0)
     started = time.monotonic()
-    batch = await queue.next_batch()
+    queue.put(Item(10))
+    batch = await asyncio.wait_for(waiter, 5.0)
     assert len(batch) == 1
     assert time.monotonic() - started >= 0.15
 
 
 async def test_late_arrivals_join_the_waiting_batch() -> None:
     queue = make_queue(max_wait_s=5.0)
-    queue.put(Item(10))
     waiter = asyncio.create_task(queue.next_batch())
+    await asyncio.sleep(0)
+    queue.put(Item(10))
     await asyncio.sleep(0)
     for _ in range(3):
         queue.put(Item(10))
