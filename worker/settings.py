@@ -44,12 +44,13 @@ class Settings(BaseSettings):
     )
 
     # --- scoring engine ---------------------------------------------------------------------------------
-    engine: Literal["fast", "reference"] = Field(
-        "fast", description="`fast`: dense weights (NF4 dequantized once, LoRA merged), one packed row per batch; "
-        "falls back to `reference` (the transformers model as loaded) for a model it cannot run."
+    engine: Literal["auto", "fast", "reference"] = Field(
+        "auto", description="Constrained scoring by `fast` (dense weights: NF4 dequantized once, LoRA merged; one "
+        "packed row per batch) or `reference` (the transformers model as loaded). auto = fast on CUDA, reference "
+        "on the CPU; fast falls back to reference for a model it cannot run (not Qwen3)."
     )
-    engine_compile: bool = Field(
-        True, description="CUDA only: compile the fast engine's pass over bucketed lengths (CUDA graphs)."
+    engine_cuda_graphs: bool = Field(
+        True, description="CUDA only: the fast engine replays captured CUDA graphs for passes up to 2048 tokens."
     )
 
     # --- kafka ----------------------------------------------------------------------------------------

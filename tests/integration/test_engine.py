@@ -15,9 +15,11 @@ from tests.integration.test_classifier import varied_notifications
 from worker.bench.classifier import _random_adapter
 from worker.contract import Notification
 from worker.model.classifier import Classifier, Prompt
+from worker.model.cuda_graphs import GRAPH_MAX_TOKENS, dense_pass, graph_sizes
 from worker.model.engine import FastEngine
 from worker.model.fast_qwen3 import UnsupportedModel, check_supported
 from worker.model.loading import load_model
+from worker.model.packing import bucket, pack_ids, place
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,7 @@ def hard_notifications(n: int, seed: int = 0) -> list[Notification]:
 
 
 def both_engines(settings: Settings) -> tuple[Classifier, Classifier]:
+    settings = settings.with_overrides(engine="fast")  # auto would pick the reference on the CPU
     loaded = load_model(settings)
     return Classifier(loaded, settings), Classifier(loaded, settings.with_overrides(engine="reference"))
 
@@ -78,8 +81,9 @@ def test_batches_prepared_ahead_give_the_same_results(engines: tuple[Classifier,
                                                       make_settings: Callable[..., Settings]) -> None:
     fast, _ = engines
     notifications = hard_notifications(40, seed=2)
-    small = Classifier(load_model(make_settings(max_input_tokens=96)),
-                       make_settings(max_input_tokens=96, max_batch_size=6))  # 7 batches, each prepared ahead
+    small = Classifier(load_model(make_settings(max_input_tokens=96)),  # 7 batches, each prepared ahead
+                       make_settings(max_input_tokens=96, max_batch_size=6, engine="fast"))
+    assert small.engine is not None
     one, many = fast.classify(notifications), small.classify(notifications)
     assert [(r.id, r.folder, r.priority) for r in one] == [(r.id, r.folder, r.priority) for r in many]
     for a, b in zip(one, many, strict=True):
@@ -99,6 +103,23 @@ def test_flex_attention_gives_what_the_sdpa_windows_give(engines: tuple[Classifi
         assert_agree(fast, reference, prompts)
     finally:
         fast.engine = windows
+
+
+def test_the_graphed_computation_equals_the_windowed_one(engines: tuple[Classifier, Classifier]) -> None:
+    """What a CUDA graph captures (dense_pass over a bucket-padded row) gives what the CPU path gives."""
+    fast, _ = engines
+    engine = fast.engine
+    assert engine is not None
+    trunks = fast._trunks([fast.prepare(n) for n in hard_notifications(12, seed=10)])
+    expected = engine.run(engine.prepare(trunks))
+    total = sum(len(t) + engine.tree_size for t in trunks)
+    ids, lengths = pack_ids(trunks, engine.tree_size, engine.pad_id, padded_length=bucket(total))
+    packed = place(ids, lengths, engine.tree, engine.prefix_length, ((0, total),))
+    assert packed.input_ids.shape[0] > total  # padding is there, and must not change a thing
+    hidden = dense_pass(engine.net, engine.prefix, engine.tree.ancestors, packed.input_ids, packed.positions,
+                        packed.segment, packed.branch)
+    torch.testing.assert_close(engine.read(hidden, packed), expected, rtol=1e-5, atol=1e-5)
+    assert graph_sizes()[0] == GRAPH_MAX_TOKENS and graph_sizes()[-1] == bucket(1) and len(graph_sizes()) <= 24
 
 
 def test_lora_merged_into_the_dense_weights_equals_peft(make_settings: Callable[..., Settings],
@@ -128,6 +149,12 @@ def test_nf4_weights_are_the_values_bitsandbytes_multiplies_with(make_settings: 
     notifications = hard_notifications(24, seed=8)
     got, expected = fast.classify(notifications), reference.classify(notifications)
     assert sum((a.folder, a.priority) != (b.folder, b.priority) for a, b in zip(got, expected, strict=True)) <= 2
+
+
+def test_auto_picks_the_reference_on_the_cpu(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(max_input_tokens=64)
+    assert settings.engine == "auto"
+    assert Classifier.from_settings(settings).engine is None
 
 
 def test_models_the_fast_engine_cannot_run_are_refused() -> None:

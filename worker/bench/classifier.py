@@ -41,6 +41,9 @@ class Row:
     disagreements: int | None = None
     fallback_s: float = 0.0  # of the timed seconds, those spent re-scoring answers that did not parse
     items_per_s_without_fallback: float | None = None  # generate: as if every answer had parsed
+    engine: str = "reference"  # constrained scoring by: reference (transformers as loaded) or fast (engine.py)
+    engine_disagreements: int | None = None  # fast rows: answers unlike the reference's on the same items
+    max_confidence_change: float | None = None  # fast rows: largest |confidence - reference's|
 
 
 def register_classifier(subparsers: Any) -> None:
@@ -52,6 +55,8 @@ def register_classifier(subparsers: Any) -> None:
     parser.add_argument("--lora", action="store_true", help="serve through a random LoRA adapter (r=16, 7 modules)")
     parser.add_argument("--adapter", help="a real adapter directory instead of --lora")
     parser.add_argument("--modes", default="constrained,generate", help="decoding modes to compare")
+    parser.add_argument("--engines", default="reference",
+                        help="comma list of reference, fast: constrained scoring by each, compared on the same items")
     parser.add_argument("--batch-sizes", default="1,8,64", help="comma list")
     parser.add_argument("--n", type=int, default=128, help="notifications per configuration (at most)")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="time cap per configuration")
@@ -67,17 +72,20 @@ def run_classifier(args: argparse.Namespace) -> int:
     variants = ["nf4" if args.quantization == "nf4" else "bf16"] if args.quantization else args.variants.split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     modes = args.modes.split(",")
+    engines = args.engines.split(",")
     model = args.model or str(cached_random_qwen3(args.size))
     adapter = args.adapter or (_random_adapter(model) if args.lora else None)
     notifications = bench_notifications(max(args.n, max(batch_sizes)))
     report: dict[str, Any] = {"machine": machine(), "model": args.model or f"random Qwen3 ({args.size})",
-                              "adapter": adapter and ("random LoRA r=16" if args.lora else adapter), "rows": []}
+                              "adapter": adapter and ("random LoRA r=16" if args.lora else adapter), "rows": [],
+                              "memory": {}}
     print(f"machine: {report['machine']}", file=sys.stderr)
     report["errors"] = {}
     for variant in variants:
         settings = _variant_settings(variant, model, adapter, args.device)
         try:
-            rows = bench_variant(settings, variant, modes, batch_sizes, notifications, args.max_seconds)
+            rows, report["memory"][variant] = bench_variant(settings, variant, modes, engines, batch_sizes,
+                                                            notifications, args.max_seconds)
         except Exception as exc:  # one broken variant (e.g. no 4-bit kernels) must not hide the others
             report["errors"][variant] = f"{type(exc).__name__}: {exc}"
             print(f"  {variant}: FAILED {report['errors'][variant]}", file=sys.stderr)
@@ -88,40 +96,66 @@ def run_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_variant(settings: Settings, variant: str, modes: list[str], batch_sizes: list[int],
-                  notifications: list[Notification], max_seconds: float) -> list[Row]:
-    """Load the variant's model once; time every (mode, batch size); count cross-mode disagreements."""
+def bench_variant(settings: Settings, variant: str, modes: list[str], engines: list[str], batch_sizes: list[int],
+                  notifications: list[Notification], max_seconds: float) -> tuple[list[Row], dict[str, int]]:
+    """Load the variant's model once; time every (mode, engine, batch size); compare modes and engines."""
     from worker.model.classifier import Classifier
     from worker.model.loading import load_model
 
     loaded = load_model(settings)
+    memory = {"model_bytes": int(loaded.model.get_memory_footprint())}
+    fast = None
+    if "fast" in engines:
+        fast = Classifier(loaded, settings.with_overrides(engine="fast")).engine
+        if fast is None:
+            raise RuntimeError("the fast engine cannot run this model (see the log)")
+        memory["fast_engine_bytes"] = fast.weight_bytes()
     rows: list[Row] = []
     for batch_size in batch_sizes:
-        answers: dict[str, list[tuple[str, int]]] = {}
-        for mode in modes:
+        answers: dict[tuple[str, str], list[Answered]] = {}
+        for mode, engine in [(m, e) for m in modes for e in (engines if m == "constrained" else ["reference"])]:
             classifier = Classifier(loaded, settings.with_overrides(
-                decoding=mode, max_batch_size=batch_size, max_batch_tokens=10**9, max_new_tokens=ANSWER_TOKENS))
-            row, answers[mode] = time_configuration(classifier, variant, mode, batch_size, notifications,
-                                                    max_seconds)
+                decoding=mode, max_batch_size=batch_size, max_batch_tokens=10**9, max_new_tokens=ANSWER_TOKENS,
+                engine=engine), engine=fast if engine == "fast" else None)
+            row, answers[(mode, engine)] = time_configuration(classifier, variant, mode, batch_size, notifications,
+                                                              max_seconds)
+            row.engine = engine
             rows.append(row)
-            print(f"  {variant:7s} {mode:11s} b={batch_size:<4d} {row.items_per_s:9.1f} items/s  "
+            print(f"  {variant:7s} {mode:11s} {engine:9s} b={batch_size:<4d} {row.items_per_s:9.1f} items/s  "
                   f"p50 {row.p50_ms:8.1f} ms", file=sys.stderr, flush=True)
-        if len(answers) == 2:
-            first, second = answers.values()
-            common = min(len(first), len(second))
-            rows[-1].disagreements = sum(a != b for a, b in zip(first[:common], second[:common], strict=True))
-    del loaded
+        compare(rows[-len(answers):], answers)
+    memory["cuda_max_allocated_bytes"] = _cuda_peak()
+    del loaded, fast
     _free_gpu()
-    return rows
+    return rows, memory
+
+
+Answered = tuple[str, int, float, float]  # folder, priority, confidence of each
+
+
+def compare(rows: list[Row], answers: dict[tuple[str, str], list[Answered]]) -> None:
+    """Cross-mode disagreements on the last row (as before); fast rows against the reference's answers."""
+    reference = answers.get(("constrained", "reference"))
+    for row in rows:
+        mine = answers[(row.mode, row.engine)]
+        if row.engine == "fast" and reference is not None:
+            pairs = list(zip(mine, reference, strict=False))
+            row.engine_disagreements = sum(a[:2] != b[:2] for a, b in pairs)
+            row.max_confidence_change = round(max(max(abs(a[2] - b[2]), abs(a[3] - b[3])) for a, b in pairs), 6)
+    generated = answers.get(("generate", "reference"))
+    if reference is not None and generated is not None:
+        common = min(len(reference), len(generated))
+        rows[-1].disagreements = sum(a[:2] != b[:2] for a, b in zip(reference[:common], generated[:common],
+                                                                    strict=True))
 
 
 def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int,
-                       notifications: list[Notification], max_seconds: float) -> tuple[Row, list[tuple[str, int]]]:
+                       notifications: list[Notification], max_seconds: float) -> tuple[Row, list[Answered]]:
     fallback = _time_fallback(classifier) if mode == "generate" else [0.0]
     classifier.classify(notifications[:batch_size])  # warm-up: allocator, kernels, the prefix cache
     fallback[0] = 0.0
     latencies: list[float] = []
-    answers: list[tuple[str, int]] = []
+    answers: list[Answered] = []
     tokens = parse_failures = 0
     budget_end = time.perf_counter() + max_seconds
     for start in range(0, len(notifications) - batch_size + 1, batch_size):
@@ -132,7 +166,8 @@ def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int
         _sync()
         latencies.append(time.perf_counter() - began)
         tokens += sum(classifier.count_tokens(n) for n in chunk)
-        answers.extend((r.folder, r.priority) for r in results)
+        answers.extend((r.folder, r.priority, r.confidence.folder or 0.0, r.confidence.priority or 0.0)
+                       for r in results)
         parse_failures += sum(r.decoding == "generate_fallback" for r in results)
         if time.perf_counter() > budget_end and len(latencies) >= 3:
             break
@@ -203,16 +238,20 @@ def _random_adapter(model: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = ("variant", "mode", "batch", "items/s", "prompt tok/s", "p50 ms", "p99 ms", "fallbacks", "disagree")
+    header = ("variant", "mode", "engine", "batch", "items/s", "prompt tok/s", "p50 ms", "p99 ms", "fallbacks",
+              "disagree", "vs reference")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
         disagree = "" if r["disagreements"] is None else str(r["disagreements"])
-        print(f"| {r['variant']} | {r['mode']} | {r['batch_size']} | {r['items_per_s']:.1f} | "
-              f"{r['prompt_tokens_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['parse_failures']} | "
-              f"{disagree} |")
+        versus = "" if r.get("engine_disagreements") is None else (
+            f"{r['engine_disagreements']} answers, max conf change {r['max_confidence_change']:.2g}")
+        print(f"| {r['variant']} | {r['mode']} | {r.get('engine', 'reference')} | {r['batch_size']} | "
+              f"{r['items_per_s']:.1f} | {r['prompt_tokens_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['parse_failures']} | {disagree} | {versus} |")
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for batch in dict.fromkeys(r["batch_size"] for r in rows):
-            pair = {r["mode"]: r for r in rows if r["variant"] == variant and r["batch_size"] == batch}
+            pair = {r["mode"]: r for r in rows if r["variant"] == variant and r["batch_size"] == batch
+                    and r.get("engine", "reference") == "reference"}
             if len(pair) == 2 and pair["generate"]["items_per_s"]:
                 constrained, generate = pair["constrained"]["items_per_s"], pair["generate"]
                 alone = generate.get("items_per_s_without_fallback")
@@ -229,10 +268,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = report["rows"]
-    for key in dict.fromkeys((r["variant"], r["mode"]) for r in rows):
-        points = [(r["batch_size"], r["items_per_s"]) for r in rows if (r["variant"], r["mode"]) == key]
-        ax.plot(*zip(*points, strict=True), marker="o", linestyle="-" if key[1] == "constrained" else "--",
-                label=f"{key[0]} / {key[1]}")
+    for key in dict.fromkeys((r["variant"], r["mode"], r.get("engine", "reference")) for r in rows):
+        points = [(r["batch_size"], r["items_per_s"]) for r in rows
+                  if (r["variant"], r["mode"], r.get("engine", "reference")) == key]
+        style = "--" if key[1] == "generate" else ("-" if key[2] == "fast" else ":")
+        ax.plot(*zip(*points, strict=True), marker="o", linestyle=style,
+                label=f"{key[0]} / {key[1]}" + (f" / {key[2]}" if key[1] == "constrained" else ""))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
@@ -252,6 +293,12 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _cuda_peak() -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else 0
+
+
 def _sync() -> None:
     import torch
 
@@ -267,3 +314,4 @@ def _free_gpu() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # each variant's peak on its own

@@ -32,7 +32,7 @@ from worker.contract import (
     render_user_message,
 )
 from worker.model.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
-from worker.model.engine import build_engine
+from worker.model.engine import FastEngine, build_engine
 from worker.model.layout import build_pass
 from worker.model.loading import EOS_TOKEN, LoadedModel, load_model
 from worker.model.planning import plan_batches
@@ -56,7 +56,8 @@ class Prompt:
 class Classifier:
     """Classify batches of notifications with one loaded model. Call it from one thread at a time."""
 
-    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+    def __init__(self, loaded: LoadedModel, settings: Settings, *, engine: FastEngine | None = None) -> None:
+        """`engine`: a fast engine already built on `loaded` (benchmarks share one); else built as settings say."""
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
@@ -83,9 +84,9 @@ class Classifier:
                              if type(self._head) is torch.nn.Linear and self._head.bias is None else None)
         self.prepare = lru_cache(maxsize=8192)(self._prepare)
         # NOTIF_ENGINE: the fast engine (engine.py) scores when it can run this model; else the code below
-        self.engine = build_engine(self.model, settings, loaded.dtype, self.device, prefix_ids=self.prefix_ids,
-                                   plan=self.plan, read_slots=self._slots, choice_head=self._choice_head,
-                                   pad_id=self.pad_id)
+        self.engine = engine if engine is not None and settings.engine != "reference" else build_engine(
+            self.model, settings, loaded.dtype, self.device, prefix_ids=self.prefix_ids, plan=self.plan,
+            read_slots=self._slots, choice_head=self._choice_head, pad_id=self.pad_id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:

@@ -1,12 +1,12 @@
 """The fast scoring engine: a packed row through FastQwen3, prefix KV once, prepare apart from run.
 
 `prepare(trunks)` is the CPU side (token ids concatenated into pinned memory, copied without blocking, the
-layout and the masks derived on the device); `run(prepared)` launches the pass and returns the logits of
-the choice tokens at every read slot, still on the device, so the classifier can prepare batch n+1 while
-the GPU computes batch n and only then read batch n back. Attention: on CUDA, FlexAttention with a block
-mask from the segment ids (compiled; and the whole pass compiled over bucketed lengths, CUDA graphs when
-NOTIF_ENGINE_COMPILE allows); on the CPU, SDPA within windows of whole segments (a dense mask per window,
-built on the device from the ids), because eager FlexAttention materialises the whole score matrix.
+layout and the masks derived on the device); `run(prepared)` launches the pass and `launch` brings the
+choice tokens' logits back without blocking, so the classifier prepares batch n+1 while the GPU computes
+batch n. Each pass takes one route: on CUDA, a captured CUDA graph for a short pass (cuda_graphs.py, bucketed
+lengths), compiled FlexAttention with a block mask from the segment ids for a long one; on the CPU, SDPA
+within windows of whole segments (a dense mask per window, built from the ids), because eager FlexAttention
+materialises the whole score matrix.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from worker.model.answer_trie import FeedPlan
+from worker.model.cuda_graphs import GRAPH_MAX_TOKENS, GraphedPasses
 from worker.model.fast_qwen3 import Attend, FastQwen3, UnsupportedModel
 from worker.model.packing import (
     Packed,
@@ -42,8 +43,9 @@ class Prepared:
     """A pass ready to run: the packed row on the device and its attention (masks or a block mask)."""
 
     packed: Packed
-    masks: tuple[torch.Tensor, ...]  # windowed SDPA: [w, P + w] additive mask per window
-    block_mask: Any  # FlexAttention: a BlockMask over [L, P + L], or None
+    route: str  # graph (a captured CUDA graph), flex (FlexAttention) or windows (SDPA per window)
+    masks: tuple[torch.Tensor, ...] = ()  # windows: [w, P + w] additive mask per window
+    block_mask: Any = None  # flex: a BlockMask over [L, P + L]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class FastEngine:
     """Scores packed passes with a FastQwen3; the prefix's keys and values are computed once, at start."""
 
     def __init__(self, model: Any, dtype: torch.dtype, device: torch.device, *, prefix_ids: Sequence[int],
-                 tree: Tree, choice_head: torch.Tensor, pad_id: int, compile_cuda: bool = True,
+                 tree: Tree, choice_head: torch.Tensor, pad_id: int, cuda_graphs: bool = True,
                  eager_flex: bool = False) -> None:
         """`eager_flex`: FlexAttention without compiling (materialises every score; for checking it on a CPU)."""
         self.net = FastQwen3(model, dtype)
@@ -77,17 +79,18 @@ class FastEngine:
         with torch.inference_mode():
             self.prefix = self.net.prefix_kv(torch.tensor(list(prefix_ids), device=device))
         self.flex: Callable[..., torch.Tensor] | None = None
-        self.compiled: Callable[..., torch.Tensor] | None = None
+        self.graphs: GraphedPasses | None = None
         self._mask_mods: dict[int, tuple[torch.Tensor, torch.Tensor, Any]] = {}
         if eager_flex:
             from torch.nn.attention.flex_attention import flex_attention
 
             self.flex = flex_attention
         elif device.type == "cuda":
-            self._setup_cuda(compile_cuda)
+            self._setup_cuda(cuda_graphs)
 
     @property
     def attention(self) -> str:
+        """How long passes attend; short ones replay a CUDA graph when `graphs` is set."""
         return "flex" if self.flex is not None else "sdpa-windows"
 
     def weight_bytes(self) -> int:
@@ -98,16 +101,20 @@ class FastEngine:
     def prepare(self, trunks: Sequence[Sequence[int]]) -> Prepared:
         sizes = [len(t) + self.tree_size for t in trunks]
         total = sum(sizes)
-        flex = self.flex is not None
-        windows = ((0, total),) if flex else window_spans(sizes, window_limit(sizes))
-        ids, lengths = pack_ids(trunks, self.tree_size, self.pad_id, padded_length=bucket(total) if flex else None,
+        if self.graphs is not None and self.graphs.covers(bucket(total)):
+            route = "graph"
+        else:
+            route = "flex" if self.flex is not None else "windows"
+        windows = window_spans(sizes, window_limit(sizes)) if route == "windows" else ((0, total),)
+        ids, lengths = pack_ids(trunks, self.tree_size, self.pad_id,
+                                padded_length=None if route == "windows" else bucket(total),
                                 pin=self.device.type == "cuda")
         ids = ids.to(self.device, non_blocking=True)
         lengths = lengths.to(self.device, non_blocking=True)
         packed = place(ids, lengths, self.tree, self.prefix_length, windows)
-        if flex:
-            return Prepared(packed, (), self._block_mask(packed))
-        return Prepared(packed, tuple(self._window_mask(packed, start, end) for start, end in windows), None)
+        if route == "windows":
+            return Prepared(packed, route, tuple(self._window_mask(packed, start, end) for start, end in windows))
+        return Prepared(packed, route, (), self._block_mask(packed) if route == "flex" else None)
 
     def _window_mask(self, packed: Packed, start: int, end: int) -> torch.Tensor:
         """[w, P + w] additive mask of one window (SDPA's CPU kernels take an additive mask fastest)."""
@@ -132,13 +139,16 @@ class FastEngine:
     def run(self, prepared: Prepared) -> torch.Tensor:
         """[N, S, C] float logits of the choice tokens at every read slot of every segment (on the device)."""
         packed = prepared.packed
-        if self.compiled is not None:
-            hidden = self.compiled(packed.input_ids, packed.positions, prepared.block_mask)
+        if prepared.route == "graph" and self.graphs is not None:
+            hidden = self.graphs.run(packed.input_ids, packed.positions, packed.segment, packed.branch)
         else:
             hidden = self.net.forward(packed.input_ids, packed.positions, self._attends(prepared))
+        return self.read(hidden, packed)
+
+    def read(self, hidden: torch.Tensor, packed: Packed) -> torch.Tensor:
+        """The choice tokens' logits at the read slots: final norm and output layer on those rows only."""
         picked = self.net.final_norm(hidden[packed.read_index])  # [N * S, hidden]
-        logits = F.linear(picked, self.choice_head).float()
-        return logits.view(packed.count, self.slots, -1)
+        return F.linear(picked, self.choice_head).float().view(packed.count, self.slots, -1)
 
     def _attends(self, prepared: Prepared) -> list[Attend]:
         if prepared.block_mask is not None:
@@ -186,45 +196,46 @@ class FastEngine:
         return create_block_mask(mask_mod, None, None, length, self.prefix_length + length, device=self.device,
                                  _compile=self.device.type == "cuda")
 
-    # --- CUDA: FlexAttention, compiled over bucketed lengths ----------------------------------------------
+    # --- CUDA: compiled FlexAttention for long passes, CUDA graphs for short ones ------------------------------
 
-    def _setup_cuda(self, compile_pass: bool) -> None:
-        """Compiled FlexAttention, then (if allowed) the whole pass compiled with CUDA graphs; a failure of
-        either is logged and leaves the eager path that works everywhere."""
+    def _setup_cuda(self, use_graphs: bool) -> None:
+        """Compiled FlexAttention, then the CUDA graphs; a failure of either is logged and leaves the path
+        that works everywhere (SDPA windows, eager launches)."""
+        import torch._dynamo
         from torch.nn.attention.flex_attention import flex_attention
 
+        # one compiled kernel per bucketed length until dynamic shapes kick in: more than the default 8
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         try:
-            self.flex = torch.compile(flex_attention, dynamic=False)
-            self._warm_up()
+            self.flex = torch.compile(flex_attention)
+            self._warm_up(GRAPH_MAX_TOKENS + 1000)
+            self._warm_up(2 * GRAPH_MAX_TOKENS + 1000)  # a second length: dynamic shapes from here on
         except Exception as exc:
             log.warning("FlexAttention unavailable (%s: %s); SDPA windows instead", type(exc).__name__, exc)
             self.flex = None
-            return
-        if not compile_pass:
+        if not use_graphs:
             return
         try:
-            self.compiled = torch.compile(self._forward_flex, mode="reduce-overhead", dynamic=False)
-            self._warm_up()
+            with torch.inference_mode():
+                self.graphs = GraphedPasses(self.net, self.prefix, self.tree, self.device)
+            self._warm_up(100)
         except Exception as exc:
-            log.warning("compiled pass unavailable (%s: %s); eager passes", type(exc).__name__, exc)
-            self.compiled = None
+            log.warning("CUDA graphs unavailable (%s: %s); eager passes", type(exc).__name__, exc)
+            self.graphs = None
 
-    def _forward_flex(self, ids: torch.Tensor, positions: torch.Tensor, block_mask: Any) -> torch.Tensor:
-        attends = [self._flex_attend(k, v, block_mask) for k, v in self.prefix]
-        return self.net.forward(ids, positions, attends)
-
-    def _warm_up(self) -> None:
+    def _warm_up(self, tokens: int) -> None:
         with torch.inference_mode():
-            self.run(self.prepare([[self.pad_id] * 8]))
+            self.run(self.prepare([[self.pad_id] * (tokens - self.tree_size)]))
         torch.cuda.synchronize(self.device)
 
 
 def build_engine(model: Any, settings: Settings, dtype: torch.dtype, device: torch.device, *,
                  prefix_ids: Sequence[int], plan: FeedPlan, read_slots: Sequence[int],
                  choice_head: torch.Tensor | None, pad_id: int) -> FastEngine | None:
-    """The fast engine NOTIF_ENGINE=fast asks for, or None for the reference (asked for, or the model needs it)."""
-    if settings.engine == "reference":
-        return None
+    """The fast engine NOTIF_ENGINE asks for, or None for the reference (asked for, auto on the CPU, or a model
+    the fast engine cannot run)."""
+    if settings.engine == "reference" or (settings.engine == "auto" and device.type != "cuda"):
+        return None  # on the CPU the reference measured faster (docs/PERFORMANCE.md, "Scoring engines")
     try:
         if choice_head is None:
             raise UnsupportedModel("the output layer is adapted or quantized")
@@ -233,10 +244,10 @@ def build_engine(model: Any, settings: Settings, dtype: torch.dtype, device: tor
                     ancestors=torch.tensor(plan.ancestors(), dtype=torch.bool),
                     read_slots=torch.tensor(list(read_slots), dtype=torch.long))
         engine = FastEngine(model, dtype, device, prefix_ids=prefix_ids, tree=tree, choice_head=choice_head,
-                            pad_id=pad_id, compile_cuda=settings.engine_compile)
+                            pad_id=pad_id, cuda_graphs=settings.engine_cuda_graphs)
     except UnsupportedModel as exc:
         log.warning("NOTIF_ENGINE=fast cannot run this model (%s); the reference engine scores instead", exc)
         return None
-    log.info("fast engine: attention %s, compiled pass %s, %.1f MiB of dense weights", engine.attention,
-             engine.compiled is not None, engine.weight_bytes() / 2**20)
+    log.info("fast engine: attention %s, CUDA graphs %s, %.1f MiB of dense weights", engine.attention,
+             engine.graphs is not None, engine.weight_bytes() / 2**20)
     return engine
