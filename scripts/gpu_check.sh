@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
-# The GPU check: CUDA classifier tests, then the classifier benchmark on the full-size Qwen3-0.6B
-# architecture (random weights, real tokenizer): NF4, bf16 and a merged adapter, both decoding modes,
-# batch sizes up to 256. Needs nothing from the network. Prepare on a networked machine first:
-#   scripts/gpu_prepare.sh        (wheels the GPU image lacks -> .whl/, the tokenizer -> .gpu/)
-# Then run it in the repository root on the GPU host; results land in $OUT (default ./gpu-results).
+# The GPU check, one command, at most 8 minutes, nothing from the network:
+#   1. the CUDA tests (tests/gpu: exactness of both engines, bf16/NF4 agreement, CUDA graphs and FlexAttention);
+#   2. `bench classifier` on the full-size Qwen3-0.6B architecture (random weights, random r=16 LoRA, real
+#      tokenizer): NF4, bf16 and merged, constrained scoring by the reference engine (before) and the fast one
+#      (after), batch 1..512, answers compared -> $OUT/<gpu>_classifier_engines.json (+ .png, .md);
+#   3. end to end on this host: the embedded Tansu broker, a fixed-rate producer, `notif-worker serve` with the
+#      NF4 model + LoRA and the fast engine; the most sustained notifications/s, p50/p99 at half of it and the
+#      ratio to the classifier alone -> $OUT/<gpu>_serve_e2e.json (+ .png, .md).
+# Prepare on a networked machine first: scripts/gpu_prepare.sh (wheels -> .whl/, tokenizer and broker -> .gpu/),
+# then carry .whl and .gpu along. SIZE=tiny NO_WHEELS=1 runs the same on the tiny model (e.g. on a CPU).
+# Each stage has a time limit; the classifier JSON is written after every variant, so a cut run keeps its rows.
 set -euo pipefail
 . "$(dirname "$0")/gpu_env.sh"
-nvidia-smi -L | tee "$OUT/gpu.txt"
+size=${SIZE:-0.6b}
+gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).split()[1].lower() if torch.cuda.is_available() else 'cpu')")
+{ nvidia-smi -L 2>/dev/null || echo "no GPU"; } | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
-python3 -m worker bench classifier --size 0.6b --variants "${VARIANTS:-nf4,bf16,merged}" --lora \
-  --batch-sizes "${BATCH_SIZES:-1,8,64,256}" --n 512 --max-seconds "${MAX_SECONDS:-6}" \
-  --json "$OUT/bench_gpu.json" --plot "$OUT/bench_gpu.png" 2>&1 | grep -v -i warn | tee "$OUT/bench_gpu.md"
+python3 -c "from worker.dev.models import cached_random_qwen3; cached_random_qwen3('${size}')"  # built once, outside the timed stages
+
+timeout "${TESTS_S:-75}" python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt" || true
+
+classifier="$OUT/${gpu}_classifier_engines.json"
+timeout "${BENCH_S:-220}" python3 -m worker bench classifier --size "$size" --variants "${VARIANTS:-nf4,merged,bf16}" --lora \
+  --modes constrained --engines reference,fast --batch-sizes "${BATCH_SIZES:-1,8,64,256,512}" --n 512 \
+  --max-seconds "${MAX_SECONDS:-2}" --json "$classifier" --plot "${classifier%.json}.png" 2>&1 \
+  | grep -v -i warn | tee "${classifier%.json}.md" || true
+
+batch=${E2E_BATCH:-256}
+serve="$OUT/${gpu}_serve_e2e.json"
+NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout "${E2E_S:-170}" python3 -m worker bench latency \
+  --model "$size" --lora --serve-flags "--quantization nf4 --max-batch-size $batch" \
+  --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
+  --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 150 \
+  --json "$serve" --plot "${serve%.json}.png" 2>&1 | grep -v -i warn | tee "${serve%.json}.md" || true
+ls -la "$OUT"

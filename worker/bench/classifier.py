@@ -74,7 +74,7 @@ def run_classifier(args: argparse.Namespace) -> int:
     modes = args.modes.split(",")
     engines = args.engines.split(",")
     model = args.model or str(cached_random_qwen3(args.size))
-    adapter = args.adapter or (_random_adapter(model) if args.lora else None)
+    adapter = args.adapter or (random_adapter(model) if args.lora else None)
     notifications = bench_notifications(max(args.n, max(batch_sizes)))
     report: dict[str, Any] = {"machine": machine(), "model": args.model or f"random Qwen3 ({args.size})",
                               "adapter": adapter and ("random LoRA r=16" if args.lora else adapter), "rows": [],
@@ -91,6 +91,8 @@ def run_classifier(args: argparse.Namespace) -> int:
             print(f"  {variant}: FAILED {report['errors'][variant]}", file=sys.stderr)
             continue
         report["rows"].extend(asdict(row) for row in rows)
+        if args.json:  # after every variant: a run cut short by a time limit keeps what it measured
+            Path(args.json).write_text(json.dumps(report, indent=2))
     print_table(report["rows"])
     write_outputs(report, args, plot)
     return 0
@@ -218,7 +220,7 @@ def _variant_settings(variant: str, model: str, adapter: str | None, device: str
     return Settings.model_validate(values)
 
 
-def _random_adapter(model: str) -> str:
+def random_adapter(model: str) -> str:
     """A LoRA adapter of the reference's shape with random weights, saved once next to the model."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -76,8 +78,18 @@ def register_latency(subparsers: Any) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="how long each rate is offered")
     parser.add_argument("--instant-delay-ms", type=float, default=0.0,
                         help="instant classifier: pretend each model call takes this long")
-    parser.add_argument("--model", help="serve a real model instead: a directory, a hub id, or `tiny` "
-                                        "(the random-weight tiny Qwen3, CPU, no quantization)")
+    parser.add_argument("--model", help="serve a real model instead: a directory, a hub id, `tiny` (the "
+                                        "random-weight tiny Qwen3, CPU, no quantization) or `0.6b` (random, full size)")
+    parser.add_argument("--lora", action="store_true", help="with --model: serve through a random LoRA (r=16)")
+    parser.add_argument("--serve-flags", default="",
+                        help="more `notif-worker serve` flags, e.g. '--max-batch-size 256'")
+    parser.add_argument("--half-load", action="store_true",
+                        help="after the sweep, offer half the most sustained rate and report its latency")
+    parser.add_argument("--classifier-json", help="a `bench classifier` JSON: report ratio_to_classifier against it")
+    parser.add_argument("--classifier-batch", type=int, default=64,
+                        help="the batch size whose classifier items/s the ratio divides by (nf4, constrained)")
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S,
+                        help="seconds the worker may take to load and become ready")
     parser.add_argument("--plot", help="write latency and throughput vs offered rate here (PNG)")
     parser.set_defaults(func=run_latency)
 
@@ -90,7 +102,11 @@ def run_latency(args: argparse.Namespace) -> int:
     print(f"machine: {report['machine']}", file=sys.stderr)
     with broker_address(args.bootstrap) as bootstrap:
         report |= asyncio.run(bench_latency(bootstrap, rates, seconds=args.seconds, idempotent=args.idempotent,
-                                            serve_args=_serve_args(args)))
+                                            serve_args=_serve_args(args), half_load=args.half_load,
+                                            ready_timeout_s=args.ready_timeout))
+    if args.classifier_json:
+        report |= ratio_to_classifier(report, json.loads(Path(args.classifier_json).read_text()),
+                                      args.classifier_batch)
     print_latency(report)
     write_outputs(report, args, plot_latency)
     return 0
@@ -103,19 +119,43 @@ def _classifier_name(args: argparse.Namespace) -> str:
 
 
 def _serve_args(args: argparse.Namespace) -> list[str]:
-    if args.model == "tiny":
+    extra = shlex.split(args.serve_flags)
+    if not args.model:
+        return ["--instant-classifier", "--instant-delay-ms", str(args.instant_delay_ms), *extra]
+    model = args.model
+    if model in ("tiny", "0.6b"):
         from worker.dev.models import cached_random_qwen3
 
-        path = cached_random_qwen3("tiny")
-        return ["--model", str(path), "--quantization", "none", "--device", "cpu"]
-    if args.model:
-        return ["--model", args.model]
-    return ["--instant-classifier", "--instant-delay-ms", str(args.instant_delay_ms)]
+        model = str(cached_random_qwen3(model))
+        if args.model == "tiny":
+            extra = ["--quantization", "none", "--device", "cpu", *extra]
+    if args.lora:
+        from worker.bench.classifier import random_adapter
+
+        extra = ["--adapter", random_adapter(model), *extra]
+    return ["--model", model, *extra]
+
+
+def ratio_to_classifier(report: dict[str, Any], classifier: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """End-to-end throughput over the classifier's alone (NF4, constrained, the fast engine where measured)."""
+    rows = [r for r in classifier["rows"] if r["variant"] == "nf4" and r["mode"] == "constrained"
+            and r["batch_size"] == batch_size]
+    best = max(rows, key=lambda r: r.get("engine") == "fast", default=None)
+    sustained = report.get("max_sustained_per_s")
+    if best is None or not sustained:
+        return {"ratio_to_classifier": None}
+    return {"classifier_items_per_s": best["items_per_s"], "classifier_engine": best.get("engine", "reference"),
+            "classifier_batch_size": batch_size, "ratio_to_classifier": round(sustained / best["items_per_s"], 3)}
 
 
 async def bench_latency(bootstrap: str, rates: Sequence[float], *, seconds: float, idempotent: bool,
-                        serve_args: list[str]) -> dict[str, Any]:
-    """Offer each rate in turn to one worker subprocess; stop after the first rate that saturates it."""
+                        serve_args: list[str], half_load: bool = False,
+                        ready_timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    """Offer each rate in turn to one worker subprocess; stop after the first rate that saturates it.
+
+    The most sustained rate is the most finished per second in a phase that did not saturate; with
+    `half_load`, one more phase offers half of it (the latency a worker sized for twice its load gives).
+    """
     suffix = uuid.uuid4().hex[:10]
     topics = {"input": f"lat-raw-{suffix}", "output": f"lat-out-{suffix}", "dlq": f"lat-dlq-{suffix}"}
     await create_topics_async(bootstrap, list(topics.values()), PARTITIONS)
@@ -128,7 +168,7 @@ async def bench_latency(bootstrap: str, rates: Sequence[float], *, seconds: floa
     await producer.start()
     try:
         with worker_subprocess(env, serve_args) as worker:
-            await worker.wait_ready()
+            await worker.wait_ready(ready_timeout_s)
             total = await warm_up(producer, topics["input"], messages, worker)
             for rate in rates:
                 phase = await run_phase(producer, topics["input"], messages, worker, rate=rate, seconds=seconds,
@@ -139,11 +179,19 @@ async def bench_latency(bootstrap: str, rates: Sequence[float], *, seconds: floa
                       f"lag {phase['lag_slope_per_s']:+.0f}/s", file=sys.stderr, flush=True)
                 if phase["saturated"]:
                     break
+            sustained = max((p["done_per_s"] for p in phases if not p["saturated"]), default=None)
+            half = None
+            if half_load and sustained:
+                half = await run_phase(producer, topics["input"], messages, worker, rate=sustained / 2,
+                                       seconds=seconds, sent_before=total)
+                print(f"  half load {sustained / 2:7.0f} msgs/s: p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms",
+                      file=sys.stderr, flush=True)
     finally:
         await producer.stop()
     saturated = [phase["rate"] for phase in phases if phase["saturated"]]
     return {"phases": phases, "saturation_rate": saturated[0] if saturated else None,
-            "max_done_per_s": max(phase["done_per_s"] for phase in phases)}
+            "max_done_per_s": max(phase["done_per_s"] for phase in phases), "max_sustained_per_s": sustained,
+            "half_load": half}
 
 
 async def warm_up(producer: AIOKafkaProducer, topic: str, messages: Sequence[Message],
@@ -283,9 +331,9 @@ class WorkerSubprocess:
         except OSError:
             return 0, ""
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + READY_TIMEOUT_S
+        deadline = loop.time() + timeout_s
         while (await asyncio.to_thread(self.get, "/readyz"))[0] != 200:
             if self.process.poll() is not None or loop.time() > deadline:
                 raise RuntimeError(f"the worker did not become ready: {self.log_tail()}")
@@ -332,7 +380,13 @@ def print_latency(report: dict[str, Any]) -> None:
               f"{p['p99_ms']} | {p['lag_slope_per_s']:+.0f} | {p['lag_max']:.0f} | {saturated} |")
     saturation = report["saturation_rate"]
     print(f"saturation: {'none up to the highest rate' if saturation is None else f'{saturation:.0f} msgs/s'}; "
-          f"most finished per second: {report['max_done_per_s']:.0f}")
+          f"most finished per second: {report['max_done_per_s']:.0f}; most sustained: {report['max_sustained_per_s']}")
+    if report.get("half_load"):
+        half = report["half_load"]
+        print(f"half load ({half['rate']:.0f} msgs/s): p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms")
+    if report.get("ratio_to_classifier") is not None:
+        print(f"ratio to the classifier alone (nf4, b={report['classifier_batch_size']}, "
+              f"{report['classifier_engine']}): {report['ratio_to_classifier']}")
 
 
 def plot_latency(report: dict[str, Any], path: Path) -> None:
