@@ -14,11 +14,16 @@ pytestmark = pytest.mark.integration
 
 def test_rows_per_mode_and_generation_alone(make_settings: Callable[..., Settings],
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    rows = bench_variant(make_settings(max_input_tokens=128), "bf16", ["constrained", "generate"], [4],
-                         bench_notifications(8), max_seconds=30)
-    constrained, generate = rows
-    assert (constrained.mode, generate.mode) == ("constrained", "generate")
-    assert constrained.items == generate.items == 8
+    rows, memory = bench_variant(make_settings(max_input_tokens=128), "bf16", ["constrained", "generate"],
+                                 ["reference", "fast"], [4], bench_notifications(8), max_seconds=30)
+    constrained, fast, generate = rows
+    assert [(r.mode, r.engine) for r in rows] == [("constrained", "reference"), ("constrained", "fast"),
+                                                  ("generate", "reference")]
+    assert constrained.items == fast.items == generate.items == 8
+    # engines side by side: the fast rows say how far they are from the reference on the same items
+    assert fast.engine_disagreements == 0 and fast.max_confidence_change is not None
+    assert fast.max_confidence_change <= 1e-5 and constrained.engine_disagreements is None
+    assert memory["fast_engine_bytes"] > 0 and memory["model_bytes"] > memory["fast_engine_bytes"]
     assert constrained.fallback_s == 0 and constrained.items_per_s_without_fallback is None
     # a random model never writes JSON: every generated item is re-scored, and that time is set apart
     assert generate.parse_failures == 8

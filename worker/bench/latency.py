@@ -153,7 +153,7 @@ async def bench_latency(bootstrap: str, rates: Sequence[float], *, seconds: floa
                         ready_timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
     """Offer each rate in turn to one worker subprocess; stop after the first rate that saturates it.
 
-    The most sustained rate is the most finished per second in a phase that did not saturate; with
+    The most sustained rate is the highest rate sent in a phase that did not saturate (the worker kept up); with
     `half_load`, one more phase offers half of it (the latency a worker sized for twice its load gives).
     """
     suffix = uuid.uuid4().hex[:10]
@@ -179,7 +179,7 @@ async def bench_latency(bootstrap: str, rates: Sequence[float], *, seconds: floa
                       f"lag {phase['lag_slope_per_s']:+.0f}/s", file=sys.stderr, flush=True)
                 if phase["saturated"]:
                     break
-            sustained = max((p["done_per_s"] for p in phases if not p["saturated"]), default=None)
+            sustained = max((p["sent_per_s"] for p in phases if not p["saturated"]), default=None)
             half = None
             if half_load and sustained:
                 half = await run_phase(producer, topics["input"], messages, worker, rate=sustained / 2,
