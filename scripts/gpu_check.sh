@@ -18,19 +18,19 @@ gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).split()[1].l
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 python3 -c "from worker.dev.models import cached_random_qwen3; cached_random_qwen3('${size}')"  # built once, outside the timed stages
 
-timeout "${TESTS_S:-75}" python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt" || true
+timeout "${TESTS_S:-90}" python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt" || true
 
 classifier="$OUT/${gpu}_classifier_engines.json"
-timeout "${BENCH_S:-220}" python3 -m worker bench classifier --size "$size" --variants "${VARIANTS:-nf4,merged,bf16}" --lora \
+timeout "${BENCH_S:-190}" python3 -m worker bench classifier --size "$size" --variants "${VARIANTS:-nf4,merged,bf16}" --lora \
   --modes constrained --engines reference,fast --batch-sizes "${BATCH_SIZES:-1,8,64,256,512}" --n 512 \
   --max-seconds "${MAX_SECONDS:-2}" --json "$classifier" --plot "${classifier%.json}.png" 2>&1 \
   | grep -v -i warn | tee "${classifier%.json}.md" || true
 
 batch=${E2E_BATCH:-256}
 serve="$OUT/${gpu}_serve_e2e.json"
-NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout "${E2E_S:-170}" python3 -m worker bench latency \
+NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout "${E2E_S:-150}" python3 -m worker bench latency \
   --model "$size" --lora --serve-flags "--quantization nf4 --max-batch-size $batch" \
   --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
-  --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 150 \
+  --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 120 \
   --json "$serve" --plot "${serve%.json}.png" 2>&1 | grep -v -i warn | tee "${serve%.json}.md" || true
 ls -la "$OUT"

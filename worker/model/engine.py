@@ -205,7 +205,9 @@ class FastEngine:
         from torch.nn.attention.flex_attention import flex_attention
 
         # one compiled kernel per bucketed length until dynamic shapes kick in: more than the default 8
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        config = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
+        setattr(config, limit, max(getattr(config, limit), 64))
         try:
             self.flex = torch.compile(flex_attention)
             self._warm_up(GRAPH_MAX_TOKENS + 1000)
@@ -239,6 +241,8 @@ def build_engine(model: Any, settings: Settings, dtype: torch.dtype, device: tor
     try:
         if choice_head is None:
             raise UnsupportedModel("the output layer is adapted or quantized")
+        if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 5):
+            raise UnsupportedModel(f"torch {torch.__version__} has no native GQA in SDPA (2.5 has)")
         tree = Tree(tokens=torch.tensor(plan.tokens, dtype=torch.long),
                     depths=torch.tensor(plan.depths, dtype=torch.long),
                     ancestors=torch.tensor(plan.ancestors(), dtype=torch.bool),
