@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.integration.test_classifier import varied_notifications
-from worker.bench.classifier import _random_adapter
+from worker.bench.classifier import random_adapter
 from worker.contract import Notification
 from worker.model.classifier import Classifier, Prompt
 from worker.model.cuda_graphs import GRAPH_MAX_TOKENS, dense_pass, graph_sizes
@@ -124,7 +124,7 @@ def test_the_graphed_computation_equals_the_windowed_one(engines: tuple[Classifi
 
 def test_lora_merged_into_the_dense_weights_equals_peft(make_settings: Callable[..., Settings],
                                                        tiny_model_dir: Path) -> None:
-    settings = make_settings(adapter=_random_adapter(str(tiny_model_dir)), max_input_tokens=64)
+    settings = make_settings(adapter=random_adapter(str(tiny_model_dir)), max_input_tokens=64)
     fast, reference = both_engines(settings)
     assert type(reference.model).__name__ == "PeftModelForCausalLM"
     assert_agree(fast, reference, [fast.prepare(n) for n in hard_notifications(48, seed=6)])
