@@ -41,6 +41,8 @@ class Outbox:
         self.health = health
         self._on_acked = on_acked
         self._on_halt = on_halt  # an input nothing can be published for: its partition must stop
+        for topic in (settings.output_topic, settings.dlq_topic):  # series at 0 from the start, for rate() and alerts
+            metrics.publish_retries.labels(topic=topic)
         self._retrying: dict[int, tuple[str, float]] = {}  # id(task) -> (topic, first failure), redeliveries
         self.acked = asyncio.Event()  # set at every acknowledgement (a drain clears it and waits)
         self._queued: list[Delivery] = []  # not yet handed to the producer
