@@ -2,7 +2,8 @@
 
 Backpressure: when in-flight work reaches NOTIF_MAX_IN_FLIGHT every partition is paused, and resumed once
 acknowledgements have brought it down to half. In flight (worker/stream/offsets.py, the one definition):
-consumed, and not yet in its partition's acknowledged prefix.
+consumed, and not yet in its partition's acknowledged prefix. Paused, the loop still polls (a poll of
+paused partitions returns nothing), so the consumer stays in its group.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from worker.stream.inference import describe, report_model_failure
 from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, backoff_s
 from worker.stream.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.outbox import Outbox
-from worker.stream.records import INFERENCE_ERROR
+from worker.stream.records import INFERENCE_ERROR, oversize
 from worker.stream.work import Work
 
 POLL_TIMEOUT_MS = 100
@@ -68,11 +69,12 @@ class Intake:
         while not self._stopping:
             self.health.beat()
             capacity = self._apply_backpressure()
-            if capacity <= 0 or self.kafka.paused() - self._halted:
-                await self._wait_for_room()
-                continue
+            paused = capacity <= 0 or bool(self.kafka.paused() - self._halted)
             try:
-                batches = await self.kafka.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max(1, capacity))
+                # Paused, a poll that cannot wait (timeout 0) still counts for max.poll.interval, so the
+                # group keeps us however long the model takes; then wait for room instead of in the fetch.
+                batches = await self.kafka.poll(timeout_ms=0 if paused else POLL_TIMEOUT_MS,
+                                                max_records=max(1, capacity))
             except BrokerUnavailable as exc:
                 self.metrics.broker_errors.inc()
                 delay = backoff_s(failures, self.settings.retry_backoff_max_s)
@@ -85,6 +87,8 @@ class Intake:
                 self._accept(partition, records)
             self.metrics.queue_depth.set(len(self.queue))
             self.metrics.in_flight.set(self.tracker.in_flight)
+            if paused:
+                await self._wait_for_room()
 
     def _apply_backpressure(self) -> int:
         """Pause all partitions when in-flight work reaches the bound; resume once it is down to half.
@@ -123,6 +127,12 @@ class Intake:
 
     def _admit(self, work: Work) -> None:
         """Decode and count tokens, then queue for the model; dead-letter what cannot be classified."""
+        record, settings = work.record, self.settings
+        too_large = oversize(record.key, record.headers, max_key_bytes=settings.max_key_bytes,
+                             max_header_bytes=settings.max_header_bytes)
+        if too_large is not None:
+            self.outbox.submit([self.outbox.dead_letter(work, "too_large", too_large)])
+            return
         try:
             work.notification = decode_notification(work.record.value, max_bytes=self.settings.max_message_bytes)
         except InvalidNotification as exc:

@@ -182,13 +182,23 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
-    """The consumer: our own commits, earliest offset for a new group, rebalances as long as a drain."""
+    """The consumer: our own commits, earliest offset for a new group, membership timing from Settings.
+
+    A rebalance waits for every member's revocation callback: ours drains the revoked partitions (up to
+    NOTIF_SHUTDOWN_TIMEOUT_S) and then commits them (up to NOTIF_COMMIT_TIMEOUT_S), so the rebalance timeout
+    leaves room above both. The worker polls even while every partition is paused (worker/stream/intake.py),
+    so max.poll.interval counts the time between polls, never the model's time.
+    """
+    drain_and_commit_ms = int((settings.shutdown_timeout_s + settings.commit_timeout_s) * 1000)
     return {
         **client_options(settings),
         "group_id": settings.group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "rebalance_timeout_ms": int(settings.shutdown_timeout_s * 1000) + REBALANCE_MARGIN_MS,
+        "rebalance_timeout_ms": drain_and_commit_ms + REBALANCE_MARGIN_MS,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
     }
 

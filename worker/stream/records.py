@@ -48,6 +48,18 @@ def result_key(input_key: bytes | None, notification: Notification) -> bytes | N
     return None
 
 
+def oversize(key: bytes | None, headers: Sequence[tuple[str, bytes]], *, max_key_bytes: int,
+             max_header_bytes: int) -> str | None:
+    """Why a record's key or headers are over their limits (NOTIF_MAX_KEY_BYTES, NOTIF_MAX_HEADER_BYTES), or None."""
+    if key is not None and len(key) > max_key_bytes:
+        return f"the key is {len(key)} bytes; the limit is {max_key_bytes}"
+    if headers:
+        size = sum(len(name.encode("utf-8", "surrogateescape")) + len(value or b"") for name, value in headers)
+        if size > max_header_bytes:
+            return f"the headers are {size} bytes; the limit is {max_header_bytes}"
+    return None
+
+
 def dead_letter_headers(
     input_headers: Sequence[tuple[str, bytes]], *, reason: str, message: str, topic: str, partition: int,
     offset: int,
