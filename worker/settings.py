@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         300000, ge=1000, description="Kafka max.poll.interval.ms; the worker polls even while paused or in a slow call."
     )
     session_timeout_ms: int = Field(
-        45000, ge=1000, description="Kafka session.timeout.ms: heartbeats missed this long cost membership."
+        10000, ge=1000, description="Kafka session.timeout.ms: heartbeats missed this long cost membership."
     )
     heartbeat_interval_ms: int = Field(
         3000, ge=100, description="Kafka heartbeat.interval.ms (below a third of the session timeout)."

@@ -81,7 +81,8 @@ class Metrics:
             ["topic"], registry=registry,
         )
         self.halted_partitions = Gauge(
-            "notif_halted_partitions", "Partitions stopped because not even a value-less dead letter was taken.",
+            "notif_halted_partitions", "Partitions stopped at an input that can be neither read nor published, "
+            "not even as a value-less dead letter (/readyz names it).",
             registry=registry,
         )
         self.commit_failing = Gauge(

@@ -9,6 +9,7 @@ paused partitions returns nothing), so the consumer stays in its group.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 
 import structlog
@@ -22,13 +23,16 @@ from worker.settings import Settings
 from worker.stream.batch_queue import BatchQueue
 from worker.stream.breaker import CircuitBreaker
 from worker.stream.inference import describe, report_model_failure
-from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, backoff_s
+from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, UndecodableFetch, backoff_s
 from worker.stream.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.outbox import Outbox
-from worker.stream.records import INFERENCE_ERROR, oversize
+from worker.stream.records import INFERENCE_ERROR, UNDECODABLE_RECORD, oversize
+from worker.stream.undecodable import Finding, Rewind, Salvaged, examine
 from worker.stream.work import Work
 
 POLL_TIMEOUT_MS = 100
+OnHalt = Callable[[TopicPartition, int, str], None]  # partition, offset, reason
+MAX_UNLOCATED = 3  # undecodable fetches in a row whose bad record the raw read cannot find: then stop
 
 log = structlog.get_logger("worker.intake")
 
@@ -39,7 +43,7 @@ class Intake:
     def __init__(self, settings: Settings, kafka: KafkaClients, classifier: NotificationClassifier,
                  tracker: OffsetTracker[TopicPartition], queue: BatchQueue[Work], outbox: Outbox,
                  metrics: Metrics, health: HealthState, revoking: set[TopicPartition],
-                 halted: set[TopicPartition], breaker: CircuitBreaker) -> None:
+                 halted: set[TopicPartition], breaker: CircuitBreaker, on_halt: OnHalt) -> None:
         self.settings = settings
         self.kafka = kafka
         self.classifier = classifier
@@ -54,6 +58,8 @@ class Intake:
         self._room = asyncio.Event()  # cleared while backpressure waits for in-flight work to halve
         self._room.set()
         self._stopping = False
+        self._on_halt = on_halt  # a record that can be neither read nor dead-lettered: its partition stops
+        self._unlocated = 0
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
@@ -75,6 +81,9 @@ class Intake:
                 # group keeps us however long the model takes; then wait for room instead of in the fetch.
                 batches = await self.kafka.poll(timeout_ms=0 if paused else POLL_TIMEOUT_MS,
                                                 max_records=max(1, capacity))
+            except UndecodableFetch as exc:
+                await self._recover(exc)
+                continue
             except BrokerUnavailable as exc:
                 self.metrics.broker_errors.inc()
                 delay = backoff_s(failures, self.settings.retry_backoff_max_s)
@@ -115,15 +124,20 @@ class Intake:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), POLL_TIMEOUT_MS / 1000)
 
-    def _accept(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Track one partition's fetched records (in offset order) and admit each."""
+    def _accept(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]],
+                undecodable: Mapping[int, str] | None = None) -> None:
+        """Track one partition's fetched records (in offset order) and admit each; dead-letter the undecodable."""
         state = self._state_for(partition, records[0].offset) if records else None
         if state is None:
             return  # its partition is being revoked: the next owner reads it again
         self.metrics.messages_consumed.inc(len(records))
         for record in records:
             state.track(record.offset)
-            self._admit(Work(record, state))
+            if undecodable and record.offset in undecodable:
+                work = Work(record, state)
+                self.outbox.submit([self.outbox.dead_letter(work, UNDECODABLE_RECORD, undecodable[record.offset])])
+            else:
+                self._admit(Work(record, state))
 
     def _admit(self, work: Work) -> None:
         """Decode and count tokens, then queue for the model; dead-letter what cannot be classified."""
@@ -157,3 +171,58 @@ class Intake:
                         expected=state.next_offset)
             return self.tracker.open(partition)
         return state
+
+    # --- records the client cannot decode (worker/stream/undecodable.py) ----------------------------------
+
+    async def _recover(self, error: UndecodableFetch) -> None:
+        """Rewind every fetched partition to what we accepted, then find the bad records and settle them."""
+        log.error("undecodable_fetch", error=str(error))
+        partitions = sorted(self.kafka.assignment() - self.kafka.paused(), key=lambda tp: (tp.topic, tp.partition))
+        positions = {tp: await self._position(tp) for tp in partitions}
+        for tp, position in positions.items():  # before any other poll: aiokafka dropped what it had taken
+            self.kafka.seek(tp, position)
+        try:
+            findings = {tp: await examine(self.kafka, tp, position) for tp, position in positions.items()}
+        except BrokerUnavailable as exc:  # rewound already: the next poll meets the record again, and we retry
+            self.metrics.broker_errors.inc()
+            log.warning("undecodable_fetch_unexamined", error=str(exc))
+            await asyncio.sleep(backoff_s(self._unlocated, self.settings.retry_backoff_max_s))
+            return
+        located = [self._settle(tp, finding) for tp, finding in findings.items()]
+        self._unlocated = 0 if any(located) else self._unlocated + 1
+        if self._unlocated >= MAX_UNLOCATED:
+            for tp, position in positions.items():
+                self._stop(tp, position, f"the client cannot decode a record here ({error}); a raw read finds none")
+        elif self._unlocated:
+            await asyncio.sleep(backoff_s(self._unlocated, self.settings.retry_backoff_max_s))
+
+    async def _position(self, partition: TopicPartition) -> int:
+        """One past the last record accepted from the partition, or where its assignment began (retried)."""
+        state = self.tracker.get(partition)
+        if state is not None and state.next_offset is not None:
+            return state.next_offset
+        attempt = 0
+        while True:
+            try:
+                return await self.kafka.start_position(partition)
+            except BrokerUnavailable as exc:
+                self.metrics.broker_errors.inc()
+                log.warning("start_position_failed", error=str(exc))
+                await asyncio.sleep(backoff_s(attempt, self.settings.retry_backoff_max_s))
+                attempt += 1
+
+    def _settle(self, partition: TopicPartition, finding: Finding) -> bool:
+        """Act on what the raw read found; whether it found the bad record."""
+        if isinstance(finding, Rewind):
+            return False
+        if isinstance(finding, Salvaged):
+            self._accept(partition, finding.records, finding.undecodable)
+            self.kafka.seek(partition, finding.resume_at)  # past the bad batch: the client would decode it again
+            return True
+        self._accept(partition, finding.records)
+        self._stop(partition, finding.offset, finding.reason)
+        return True
+
+    def _stop(self, partition: TopicPartition, offset: int, reason: str) -> None:
+        """Read the partition no further: nothing there can be classified or dead-lettered (not ready, loudly)."""
+        self._on_halt(partition, offset, reason)

@@ -7,6 +7,7 @@ Exceptions:
     ├── BrokerUnavailable    the cluster cannot be reached or did not answer in time (retried)
     ├── CommitRejected       the group moved on: the partitions may belong to another member now
     ├── PublishFailed        a result or dead letter was not acknowledged (retried)
+    ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/undecodable.py)
     └── KafkaConfigError     the settings cannot describe a working client
 """
 
@@ -22,9 +23,17 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka import errors as Errors
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
+from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.settings import Settings
@@ -45,6 +54,9 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 # How long the broker may hold a fetch when no data is there. Kafka and Redpanda answer as soon as a record
 # arrives; Tansu holds it for the whole wait, which then sets the end-to-end latency (500 ms by default).
 FETCH_MAX_WAIT_MS = 100
+# What one raw fetch of a partition reads: aiokafka's max_partition_fetch_bytes default, the window in
+# which the consumer met the record it could not decode.
+RAW_FETCH_BYTES = 1024 * 1024
 
 
 class BrokerError(Exception):
@@ -92,6 +104,14 @@ def publish_failed(topic: str, exc: BaseException) -> PublishFailed:
     """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
     refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
     return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused)
+
+
+class UndecodableFetch(BrokerError):
+    """A fetched record the client cannot decode: a header key that is not UTF-8, a CRC mismatch, a broken batch.
+
+    aiokafka raises these while it iterates a fetch, after it has taken records of other partitions
+    (and of this one, before the bad record) that it then never returns: the caller must rewind.
+    """
 
 
 class KafkaConfigError(BrokerError):
@@ -223,6 +243,7 @@ class KafkaClients:
         self.settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._raw: AIOKafkaClient | None = None  # only for records the consumer cannot decode
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -258,14 +279,57 @@ class KafkaClients:
         """Leave the group and flush the producer (what is not flushed was never acknowledged)."""
         consumer, producer, self._consumer, self._producer = self._consumer, self._producer, None, None
         await _quietly_stop(consumer, producer)
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            with suppress(KafkaError, OSError):
+                await raw.close()
 
     async def poll(self, *, timeout_ms: int,
                    max_records: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         """The next records of the assigned, unpaused partitions, by partition in offset order ({} on timeout)."""
         try:
             return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except (UnicodeDecodeError, CorruptRecordException) as exc:  # raised by aiokafka's record reader
+            raise UndecodableFetch(f"the client cannot decode a fetched record: {exc!r}") from exc
         except KafkaError as exc:
             raise BrokerUnavailable(f"fetch failed: {exc!r}") from exc
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch the partition from ``offset`` next (records fetched beyond it are dropped and read again)."""
+        self.consumer.seek(partition, offset)
+
+    async def start_position(self, partition: TopicPartition) -> int:
+        """Where this assignment of the partition began reading: the group's committed offset, else the earliest."""
+        try:
+            position = await self.consumer.committed(partition)
+            if position is None:
+                position = (await self.consumer.beginning_offsets([partition]))[partition]
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no start position for {partition}: {exc!r}") from exc
+        return int(position)
+
+    async def fetch_raw(self, partition: TopicPartition, offset: int) -> bytes:
+        """The partition's record batches from ``offset`` as the broker stores them, decoding nothing."""
+        try:
+            if self._raw is None:
+                self._raw = AIOKafkaClient(**client_options(self.settings))
+                await self._raw.bootstrap()
+            await self._raw.force_metadata_update()
+            leader = self._raw.cluster.leader_for_partition(partition)
+            if leader is None or leader < 0:
+                raise BrokerUnavailable(f"no leader for {partition}")
+            response = await self._raw.send(leader, FetchRequest(
+                max_wait_time=FETCH_MAX_WAIT_MS, min_bytes=1, max_bytes=RAW_FETCH_BYTES, isolation_level=0,
+                topics=[(partition.topic, [(partition.partition, offset, RAW_FETCH_BYTES)])]))
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"raw fetch of {partition} failed: {exc!r}") from exc
+        for _, partitions in response.topics:
+            for number, error_code, *_, records in partitions:
+                if number == partition.partition:
+                    if error_code:
+                        raise BrokerUnavailable(f"raw fetch of {partition}: broker error code {error_code}")
+                    return bytes(records or b"")
+        return b""  # nothing there within the wait (some brokers answer an empty fetch without the partition)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()

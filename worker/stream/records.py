@@ -3,7 +3,7 @@
 A dead letter carries the input's key and value bytes unchanged, the input's own headers, and these
 headers (UTF-8 text), so a consumer of the dead-letter topic can find and replay the original:
 
-    notif.error.reason      machine-readable reason (a contract reject reason, or inference_error)
+    notif.error.reason      machine-readable reason (a contract reject reason, undecodable_record, inference_error)
     notif.error.message     what was wrong, for a person
     notif.source.topic      where the input was read
     notif.source.partition
@@ -33,6 +33,7 @@ ORIGINAL_SIZE_HEADER = "notif.error.original_size"
 PUBLISH_ERROR_HEADER = "notif.error.publish_error"
 INFERENCE_ERROR = "inference_error"
 PUBLISH_REJECTED = "publish_rejected"  # a result the broker refused for good: its input is dead-lettered
+UNDECODABLE_RECORD = "undecodable_record"  # the Kafka client could not decode the record (worker/stream/undecodable.py)
 
 # Headers we set replace same-named input headers (a re-processed dead letter keeps one of each).
 _OWN_PREFIXES = ("notif.error.", "notif.source.")
