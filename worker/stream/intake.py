@@ -9,6 +9,7 @@ paused partitions returns nothing), so the consumer stays in its group.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 
@@ -26,6 +27,7 @@ from worker.stream.inference import describe, report_model_failure
 from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, UndecodableFetch, backoff_s
 from worker.stream.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.outbox import Outbox
+from worker.stream.raw_fetch import RawFetcher
 from worker.stream.records import INFERENCE_ERROR, UNDECODABLE_RECORD, oversize
 from worker.stream.undecodable import Finding, Rewind, Salvaged, examine
 from worker.stream.work import Work
@@ -60,10 +62,14 @@ class Intake:
         self._stopping = False
         self._on_halt = on_halt  # a record that can be neither read nor dead-lettered: its partition stops
         self._unlocated = 0
+        self._raw = RawFetcher(settings)  # reads what the consumer cannot decode; connects on first use
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
         self._stopping = True
+
+    async def close(self) -> None:
+        await self._raw.close()
 
     def room_freed(self) -> None:
         """Acknowledgements arrived: wake the paused loop once in-flight work is down to half."""
@@ -131,8 +137,9 @@ class Intake:
         if state is None:
             return  # its partition is being revoked: the next owner reads it again
         self.metrics.messages_consumed.inc(len(records))
+        now = time.monotonic()
         for record in records:
-            state.track(record.offset)
+            state.track(record.offset, now)
             if undecodable and record.offset in undecodable:
                 work = Work(record, state)
                 self.outbox.submit([self.outbox.dead_letter(work, UNDECODABLE_RECORD, undecodable[record.offset])])
@@ -182,7 +189,7 @@ class Intake:
         for tp, position in positions.items():  # before any other poll: aiokafka dropped what it had taken
             self.kafka.seek(tp, position)
         try:
-            findings = {tp: await examine(self.kafka, tp, position) for tp, position in positions.items()}
+            findings = {tp: await examine(self._raw, tp, position) for tp, position in positions.items()}
         except BrokerUnavailable as exc:  # rewound already: the next poll meets the record again, and we retry
             self.metrics.broker_errors.inc()
             log.warning("undecodable_fetch_unexamined", error=str(exc))

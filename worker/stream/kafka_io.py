@@ -23,7 +23,6 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka import errors as Errors
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
     CommitFailedError,
     CorruptRecordException,
@@ -33,7 +32,6 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
-from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from worker.settings import Settings
@@ -54,9 +52,6 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 # How long the broker may hold a fetch when no data is there. Kafka and Redpanda answer as soon as a record
 # arrives; Tansu holds it for the whole wait, which then sets the end-to-end latency (500 ms by default).
 FETCH_MAX_WAIT_MS = 100
-# What one raw fetch of a partition reads: aiokafka's max_partition_fetch_bytes default, the window in
-# which the consumer met the record it could not decode.
-RAW_FETCH_BYTES = 1024 * 1024
 
 
 class BrokerError(Exception):
@@ -243,7 +238,6 @@ class KafkaClients:
         self.settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._raw: AIOKafkaClient | None = None  # only for records the consumer cannot decode
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -279,10 +273,6 @@ class KafkaClients:
         """Leave the group and flush the producer (what is not flushed was never acknowledged)."""
         consumer, producer, self._consumer, self._producer = self._consumer, self._producer, None, None
         await _quietly_stop(consumer, producer)
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            with suppress(KafkaError, OSError):
-                await raw.close()
 
     async def poll(self, *, timeout_ms: int,
                    max_records: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
@@ -308,29 +298,6 @@ class KafkaClients:
             raise BrokerUnavailable(f"no start position for {partition}: {exc!r}") from exc
         return int(position)
 
-    async def fetch_raw(self, partition: TopicPartition, offset: int) -> bytes:
-        """The partition's record batches from ``offset`` as the broker stores them, decoding nothing."""
-        try:
-            if self._raw is None:
-                self._raw = AIOKafkaClient(**client_options(self.settings))
-                await self._raw.bootstrap()
-            await self._raw.force_metadata_update()
-            leader = self._raw.cluster.leader_for_partition(partition)
-            if leader is None or leader < 0:
-                raise BrokerUnavailable(f"no leader for {partition}")
-            response = await self._raw.send(leader, FetchRequest(
-                max_wait_time=FETCH_MAX_WAIT_MS, min_bytes=1, max_bytes=RAW_FETCH_BYTES, isolation_level=0,
-                topics=[(partition.topic, [(partition.partition, offset, RAW_FETCH_BYTES)])]))
-        except (KafkaError, OSError) as exc:
-            raise BrokerUnavailable(f"raw fetch of {partition} failed: {exc!r}") from exc
-        for _, partitions in response.topics:
-            for number, error_code, *_, records in partitions:
-                if number == partition.partition:
-                    if error_code:
-                        raise BrokerUnavailable(f"raw fetch of {partition}: broker error code {error_code}")
-                    return bytes(records or b"")
-        return b""  # nothing there within the wait (some brokers answer an empty fetch without the partition)
-
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()
 
@@ -349,6 +316,18 @@ class KafkaClients:
             return self.consumer.highwater(partition)
         except IllegalStateError:
             return None
+
+    async def end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's end offset now (a ListOffsets request: fresh even while the partition is paused).
+
+        The larger of that and the last fetch's high watermark: Tansu answers ListOffsets with the last
+        record batch's first offset plus one, which is exact only for batches of one record.
+        """
+        try:
+            ends = await self.consumer.end_offsets(list(partitions))
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"end offsets not answered: {exc!r}") from exc
+        return {tp: max(int(end), self.highwater(tp) or 0) for tp, end in ends.items()}
 
     def membership_lost(self) -> bool:
         """Whether the coordinator has forgotten this member (its partitions are someone else's now).

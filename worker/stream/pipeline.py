@@ -87,6 +87,7 @@ class Pipeline:
             await _cancel([*loops, stopped, *self.outbox.tasks()])
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.kafka.stop(), reserve)
+            await self.intake.close()
         if failure is not None:
             raise failure
 

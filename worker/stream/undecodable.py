@@ -5,7 +5,7 @@ batch fails its CRC or does not parse (CorruptRecordException). At that moment i
 records it will never return (other partitions' and this one's up to the bad record) and, left alone,
 it fetches the same batch again forever. So intake (worker/stream/intake.py) rewinds every partition
 to the offset after the last record it accepted and asks ``examine`` what lies there, read raw from
-the broker (worker/stream/raw_records.py):
+the broker (worker/stream/raw_fetch.py, worker/stream/raw_records.py):
 
 - nothing wrong in the window: read on from the rewound position (Rewind);
 - a bad batch: the records before it and in it come back as records to admit, the bad ones marked with
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from worker.stream.kafka_io import KafkaClients
+from worker.stream.raw_fetch import RawFetcher
 from worker.stream.raw_records import RawBatch, RawRecord, read_batches
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -58,10 +58,10 @@ class Unreadable:
 Finding = Rewind | Salvaged | Unreadable
 
 
-async def examine(kafka: KafkaClients, partition: TopicPartition, position: int) -> Finding:
+async def examine(fetcher: RawFetcher, partition: TopicPartition, position: int) -> Finding:
     """What stops the client in ``partition`` from ``position`` on (raises BrokerUnavailable)."""
     records: list[ConsumerRecord[bytes, bytes]] = []
-    for batch in read_batches(await kafka.fetch_raw(partition, position)):
+    for batch in read_batches(await fetcher.fetch(partition, position)):
         if batch.next_offset <= position or batch.control:
             continue  # before the position (a fetch starts at a batch boundary), or a transaction marker
         if batch.records is None:
