@@ -266,6 +266,9 @@ class KafkaClients:
             await _quietly_stop(consumer, producer)
             servers = self.settings.kafka_bootstrap_servers
             raise BrokerUnavailable(f"cannot connect to {servers}: {exc!r}") from exc
+        except asyncio.CancelledError:  # a shutdown while connecting: leave nothing half open
+            await asyncio.shield(_quietly_stop(consumer, producer))
+            raise
         consumer.subscribe([self.settings.input_topic], listener=_Listener(on_revoked, on_assigned))
         self._consumer, self._producer = consumer, producer
 

@@ -11,6 +11,7 @@ confirm, commit.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any
 
@@ -125,7 +126,9 @@ class Pipeline:
         while not stop.is_set():
             self.health.beat()
             try:
-                await self.kafka.start(on_revoked=self.on_revoked, on_assigned=self.on_assigned)
+                if not await _unless_stopped(self.kafka.start(on_revoked=self.on_revoked,
+                                                              on_assigned=self.on_assigned), stop):
+                    return False  # a signal while connecting (a broker that never answers holds start() 40 s)
             except BrokerUnavailable as exc:
                 self.metrics.broker_errors.inc()
                 delay = backoff_s(attempt, self.settings.retry_backoff_max_s)
@@ -149,6 +152,19 @@ class Pipeline:
         await self.outbox.settle()
         committed = await self.committer.commit()
         log.info("shutdown_drained", dropped_unstarted=dropped, committed=committed)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first (then cancel it); whether it finished."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        await _cancel([task])
+        return False
+    task.result()  # its error, if any
+    return True
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
