@@ -82,16 +82,17 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | N
 RawHeaders = Sequence[tuple[str, bytes]]
 BAD_KEY_MARK = "\x01BADKEY\x01"  # a header key written as this goes out as the non-UTF-8 bytes below
 BAD_KEY_BYTES = b"\xff\xfeBADKY\x01"
-_CRC_AT, _CRC_FROM, _FIRST_RECORD_AT = 17, 21, 61
+_CRC_AT, _CRC_FROM, _ATTRIBUTES_AT, _FIRST_RECORD_AT = 17, 21, 21, 61
 
 
 def build_batch(records: Sequence[tuple[bytes | None, bytes | None, RawHeaders]], *, corrupt_crc: bool = False,
-                break_records: bool = False, compression: int = 0) -> bytes:
+                break_records: bool = False, compression: int = 0, claim_codec: int | None = None) -> bytes:
     """One record batch as a producer writes it, built by aiokafka's own builder, then spoiled on request.
 
     A header key named BAD_KEY_MARK becomes BAD_KEY_BYTES (not UTF-8, as Go clients allow) with the CRC
     fixed again; ``corrupt_crc`` flips the CRC; ``break_records`` makes the first record's length claim
-    more bytes than the batch holds, under a valid CRC.
+    more bytes than the batch holds, under a valid CRC; ``claim_codec`` sets the batch's compression bits
+    to that codec without compressing (7: a codec no client knows), under a valid CRC.
     """
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=0, producer_id=-1,
                                         producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
@@ -103,6 +104,9 @@ def build_batch(records: Sequence[tuple[bytes | None, bytes | None, RawHeaders]]
         batch[at:at + len(mark)] = BAD_KEY_BYTES
     if break_records:
         batch[_FIRST_RECORD_AT] = 0x7E  # zigzag varint 63: more than is left
+    if claim_codec is not None:
+        attributes = struct.unpack_from(">h", batch, _ATTRIBUTES_AT)[0]
+        struct.pack_into(">h", batch, _ATTRIBUTES_AT, (attributes & ~0x07) | claim_codec)
     struct.pack_into(">I", batch, _CRC_AT, calc_crc32c(bytes(batch[_CRC_FROM:])))
     if corrupt_crc:
         batch[_CRC_AT] ^= 0xFF

@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,12 +89,12 @@ async def test_every_poison_kind_is_dead_lettered_and_the_worker_goes_on(
     assert "Traceback" not in text and "worker_failed" not in text
 
 
+@pytest.mark.parametrize("spoil", [{"break_records": True}, {"claim_codec": 1}], ids=["broken", "not-gzip"])
 async def test_a_batch_that_cannot_be_read_stops_its_partition_loudly(
-        broker: str, make_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
+        spoil: dict[str, Any], broker: str, make_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
     topics = await make_topics(partitions=2)
     await produce_raw(broker, topics.input, 0, [
-        build_batch([valid("n0")]), build_batch([valid("x0"), valid("x1")], break_records=True),
-        build_batch([valid("after")]),
+        build_batch([valid("n0")]), build_batch([valid("x0"), valid("x1")], **spoil), build_batch([valid("after")]),
     ])
     await produce_raw(broker, topics.input, 1, [build_batch([valid(f"p{i}") for i in range(5)])])
     process = WorkerProcess({**topics.env(broker), "NOTIF_COMMIT_INTERVAL_MS": "100"}, tmp_path / "worker.log")

@@ -14,7 +14,9 @@ Exceptions:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any
@@ -29,6 +31,7 @@ from aiokafka.errors import (
     IllegalStateError,
     KafkaError,
     MessageSizeTooLargeError,
+    UnsupportedCodecError,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
@@ -107,6 +110,12 @@ class UndecodableFetch(BrokerError):
     aiokafka raises these while it iterates a fetch, after it has taken records of other partitions
     (and of this one, before the bad record) that it then never returns: the caller must rewind.
     """
+
+
+# What aiokafka's record reader raises for a record it cannot decode: a header key that is not UTF-8, a
+# CRC mismatch or malformed batch, a codec it lacks, a batch that says gzip but is not.
+_UNDECODABLE = (UnicodeDecodeError, CorruptRecordException, UnsupportedCodecError, gzip.BadGzipFile, zlib.error,
+                EOFError)
 
 
 class KafkaConfigError(BrokerError):
@@ -282,7 +291,7 @@ class KafkaClients:
         """The next records of the assigned, unpaused partitions, by partition in offset order ({} on timeout)."""
         try:
             return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        except (UnicodeDecodeError, CorruptRecordException) as exc:  # raised by aiokafka's record reader
+        except _UNDECODABLE as exc:  # raised by aiokafka's record reader, in the middle of a fetch
             raise UndecodableFetch(f"the client cannot decode a fetched record: {exc!r}") from exc
         except KafkaError as exc:
             raise BrokerUnavailable(f"fetch failed: {exc!r}") from exc

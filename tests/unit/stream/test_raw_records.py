@@ -41,6 +41,11 @@ def test_records_that_do_not_parse_give_no_records_and_say_why() -> None:
     assert batch.next_offset == 3  # the header still says where the batch ends
 
 
+def test_a_batch_that_says_gzip_but_is_not_gives_no_records() -> None:
+    batch = read_batch(build_batch(RECORDS, claim_codec=1))
+    assert batch.crc_ok and batch.records is None and batch.error is not None and "gzip" in batch.error.lower()
+
+
 def test_a_record_set_splits_into_batches_and_a_cut_off_tail_is_left_out() -> None:
     first, second = build_batch(RECORDS), build_batch([(b"x", b"y", [])])
     data = first + second
