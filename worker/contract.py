@@ -157,8 +157,8 @@ def decode_notification(raw: bytes | None, *, max_bytes: int = 65536) -> Notific
 def too_deep(raw: bytes) -> bool:
     """Whether JSON text nests arrays and objects deeper than MAX_JSON_DEPTH (brackets in strings do not count)."""
     depth = 0
-    for bracket in _BRACKETS.findall(_JSON_STRING.sub(b"", raw)):
-        depth += 1 if bracket in (b"[", b"{") else -1
+    for match in _BRACKETS.finditer(_JSON_STRING.sub(b"", raw)):  # lazily: stops at the first level too deep
+        depth += 1 if match[0] in (b"[", b"{") else -1
         if depth > MAX_JSON_DEPTH:
             return True
     return False
