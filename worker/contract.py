@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,12 +48,14 @@ TRUNCATION_MARK = " …"
 
 RejectReason = Literal[
     "too_large",
+    "too_deep",
     "invalid_utf8",
     "empty",
     "invalid_json",
     "not_an_object",
     "wrong_type",
     "missing_text",
+    "undecodable",
 ]
 REJECT_REASONS: tuple[str, ...] = RejectReason.__args__  # type: ignore[attr-defined]
 
@@ -123,22 +126,54 @@ class ClassificationResult(BaseModel):
 
 # --- decode: raw bytes -> Notification --------------------------------------------------------------
 
+# A notification is flat; this much nesting in an ignored field is generous, and far below the depth at
+# which json.loads runs out of Python stack (RecursionError) or pydantic's parser gives up.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
 
 def decode_notification(raw: bytes | None, *, max_bytes: int = 65536) -> Notification:
-    """Turn raw message bytes into a Notification or raise InvalidNotification.
+    """Turn raw message bytes into a Notification or raise InvalidNotification, and nothing else.
 
     A JSON object is read field by field; any other text that is not JSON is the notification's body.
     Text that is valid JSON but not an object (arrays, numbers, strings, true/false/null) is rejected,
-    so a producer's serialisation bug is never mistaken for a message.
+    so a producer's serialisation bug is never mistaken for a message. JSON nested deeper than
+    MAX_JSON_DEPTH is rejected (``too_deep``) before any parser sees it; an error no rule foresaw is
+    still an InvalidNotification (``undecodable``), never an exception that could stop the consumer.
     """
     if raw is None or len(raw) == 0:
         raise InvalidNotification("empty", "the message value is empty")
     if len(raw) > max_bytes:
         raise InvalidNotification("too_large", f"the message is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        return _decode(raw)
+    except InvalidNotification:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError of a parser, anything: the record is the problem
+        raise InvalidNotification("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def too_deep(raw: bytes) -> bool:
+    """Whether JSON text nests arrays and objects deeper than MAX_JSON_DEPTH (brackets in strings do not count)."""
+    depth = 0
+    for match in _BRACKETS.finditer(_JSON_STRING.sub(b"", raw)):  # lazily: stops at the first level too deep
+        depth += 1 if match[0] in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+def _decode(raw: bytes) -> Notification:
+    # the count first: the usual case, at the speed of a byte count
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and raw.lstrip()[:1] in (b"{", b"[") and too_deep(raw):
+        raise InvalidNotification("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:  # the common case, a well-formed JSON object, in one pass of pydantic's parser (2x cheaper)
-        return _with_text(Notification.model_validate_json(raw))
+        notification = Notification.model_validate_json(raw)
     except ValidationError:
         pass  # anything else takes the careful path below, which says exactly what is wrong
+    else:
+        return _with_text(notification, escaped=b"\\u" in raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -177,9 +212,17 @@ def notification_from_fields(fields: dict[str, Any]) -> Notification:
     return _with_text(notification)
 
 
-def _with_text(notification: Notification) -> Notification:
+def _with_text(notification: Notification, *, escaped: bool = True) -> Notification:
+    """The notification if it has text; ``escaped`` False: the JSON held no \\u escape (so no surrogate)."""
     if not (notification.title or "").strip() and not (notification.body or "").strip():
         raise InvalidNotification("missing_text", "a notification needs a non-empty title or body")
+    n = notification
+    text = f"{n.id}{n.app}{n.title}{n.body}{n.sender}{n.timestamp}" if escaped else ""
+    if not text.isascii():
+        try:  # a JSON escape like \\ud800 decodes to a lone surrogate, which no UTF-8 output can hold
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidNotification("invalid_utf8", "a field holds a lone surrogate escape") from exc
     return notification
 
 

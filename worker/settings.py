@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -112,6 +112,27 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="`auto`: console on a terminal, JSON otherwise."
     )
+
+    # --- intake and membership (issue 11: poison records, limits, staying in the group) ----------------
+    max_key_bytes: int = Field(4096, ge=16, description="Larger record keys are dead-lettered (`too_large`).")
+    max_header_bytes: int = Field(
+        32768, ge=64, description="Records whose header names and values add up to more go to the DLQ (`too_large`)."
+    )
+    max_poll_interval_ms: int = Field(
+        300000, ge=1000, description="Kafka max.poll.interval.ms; the worker polls even while paused or in a slow call."
+    )
+    session_timeout_ms: int = Field(
+        10000, ge=1000, description="Kafka session.timeout.ms: heartbeats missed this long cost membership."
+    )
+    heartbeat_interval_ms: int = Field(
+        3000, ge=100, description="Kafka heartbeat.interval.ms (below a third of the session timeout)."
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Settings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("NOTIF_HEARTBEAT_INTERVAL_MS must be below NOTIF_SESSION_TIMEOUT_MS (a third is usual)")
+        return self
 
     @field_validator("adapter", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord
 
 from worker.dev.broker import free_port
@@ -72,6 +77,63 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | N
     finally:
         await producer.stop()
     return [Sent(key, value, md.partition, md.offset) for (key, value), md in zip(messages, metadata, strict=True)]
+
+
+RawHeaders = Sequence[tuple[str, bytes]]
+BAD_KEY_MARK = "\x01BADKEY\x01"  # a header key written as this goes out as the non-UTF-8 bytes below
+BAD_KEY_BYTES = b"\xff\xfeBADKY\x01"
+_CRC_AT, _CRC_FROM, _ATTRIBUTES_AT, _FIRST_RECORD_AT = 17, 21, 21, 61
+
+
+def build_batch(records: Sequence[tuple[bytes | None, bytes | None, RawHeaders]], *, corrupt_crc: bool = False,
+                break_records: bool = False, compression: int = 0, claim_codec: int | None = None) -> bytes:
+    """One record batch as a producer writes it, built by aiokafka's own builder, then spoiled on request.
+
+    A header key named BAD_KEY_MARK becomes BAD_KEY_BYTES (not UTF-8, as Go clients allow) with the CRC
+    fixed again; ``corrupt_crc`` flips the CRC; ``break_records`` makes the first record's length claim
+    more bytes than the batch holds, under a valid CRC; ``claim_codec`` sets the batch's compression bits
+    to that codec without compressing (7: a codec no client knows), under a valid CRC.
+    """
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=compression, is_transactional=0, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for delta, (key, value, headers) in enumerate(records):
+        builder.append(delta, timestamp=None, key=key, value=value, headers=list(headers))
+    batch = bytearray(builder.build())
+    mark = BAD_KEY_MARK.encode()
+    while (at := batch.find(mark)) >= 0:
+        batch[at:at + len(mark)] = BAD_KEY_BYTES
+    if break_records:
+        batch[_FIRST_RECORD_AT] = 0x7E  # zigzag varint 63: more than is left
+    if claim_codec is not None:
+        attributes = struct.unpack_from(">h", batch, _ATTRIBUTES_AT)[0]
+        struct.pack_into(">h", batch, _ATTRIBUTES_AT, (attributes & ~0x07) | claim_codec)
+    struct.pack_into(">I", batch, _CRC_AT, calc_crc32c(bytes(batch[_CRC_FROM:])))
+    if corrupt_crc:
+        batch[_CRC_AT] ^= 0xFF
+    return bytes(batch)
+
+
+async def produce_raw(bootstrap: str, topic: str, partition: int, batches: Sequence[bytes]) -> list[int]:
+    """Write record batches as they are with a low-level Produce request; returns each batch's base offset.
+
+    The producer API cannot send what these tests need (a header key that is not UTF-8, a wrong CRC);
+    brokers that store batches as sent (Tansu does) hand them to consumers unchanged.
+    """
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        await client.force_metadata_update()
+        node = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+        offsets = []
+        for batch in batches:
+            response = await client.send(node, ProduceRequest(
+                transactional_id=None, required_acks=-1, timeout=10_000, topics=[(topic, [(partition, batch)])]))
+            (_, [(_, error_code, offset, *_)]), = response.topics
+            assert error_code == 0, f"the broker refused a raw batch: error {error_code}"
+            offsets.append(offset)
+        return offsets
+    finally:
+        await client.close()
 
 
 def notification_messages(count: int, prefix: str = "n") -> list[tuple[bytes | None, bytes | None]]:

@@ -101,7 +101,7 @@ async def test_sigterm_mid_stream_exits_0_and_commits_what_it_published(
 async def test_second_worker_joins_mid_stream(broker: str, make_topics: Callable[..., Awaitable[Topics]],
                                               tmp_path: Path) -> None:
     topics = await make_topics(partitions=4)
-    await produce(broker, topics.input, notification_messages(COUNT), partitions=4)
+    sent = await produce(broker, topics.input, notification_messages(COUNT), partitions=4)
     first = worker(topics, broker, tmp_path / "first.log")
     second = None
     try:
@@ -109,7 +109,8 @@ async def test_second_worker_joins_mid_stream(broker: str, make_topics: Callable
             await outputs.read_until(COUNT // 20, timeout_s=40)
             second = worker(topics, broker, tmp_path / "second.log")
             await outputs.read_until(COUNT, timeout_s=90)
-            seen = set(ids_of(await outputs.settle()))
+            ids = ids_of(await outputs.settle())
+            done = await committed(broker, topics.group, topics.input)
             assert first.alive and second.alive
             first.signal(signal.SIGTERM)
             second.signal(signal.SIGTERM)
@@ -119,7 +120,11 @@ async def test_second_worker_joins_mid_stream(broker: str, make_topics: Callable
         first.stop()
         if second is not None:
             second.stop()
-    assert seen == {f"n{i}" for i in range(COUNT)}
+    # counted, not a set: the revoked partitions were drained and committed, so nothing is done twice
+    assert sorted(ids) == sorted(f"n{i}" for i in range(COUNT)), (
+        f"{len(ids) - len(set(ids))} duplicates, {COUNT - len(set(ids))} missing")
+    ends = {p: 1 + max(s.offset for s in sent if s.partition == p) for p in range(4)}
+    assert done == ends  # the broker's committed offsets: every input, no further
     second_assignments = [e["partitions"] for e in second.events() if e["event"] == "partitions_assigned"]
     assert any(second_assignments), "the second worker never got a partition"
     revoked = [e for e in first.events() if e["event"] == "partitions_revoked"]

@@ -6,9 +6,12 @@ import json
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from worker.contract import (
     FOLDERS,
+    MAX_JSON_DEPTH,
     REJECT_REASONS,
     SYSTEM_PROMPT,
     AnswerParseError,
@@ -47,6 +50,12 @@ from worker.contract import (
         (b'{"id": "1", "app": "Slack"}', "missing_text"),
         (b'{"title": "  ", "body": ""}', "missing_text"),
         (b"{}", "missing_text"),
+        (b"[" * 60000, "too_deep"),
+        (b" \n" + b"[" * 5000 + b"]" * 5000, "too_deep"),
+        (b'{"title": "x", "ignored": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}", "too_deep"),
+        (b'{"title": "x", "ignored": ' + b"[" * 65 + b"]" * 65 + b"}", "too_deep"),
+        (b'{"id": "\\ud800", "title": "x"}', "invalid_utf8"),
+        (b'{"body": "a\\udc00b"}', "invalid_utf8"),
     ],
 )
 def test_rejections_carry_a_reason_and_a_message(raw: bytes | None, reason: str) -> None:
@@ -66,13 +75,19 @@ def test_too_large_is_rejected_by_the_byte_limit() -> None:
 
 
 def test_every_reason_is_reachable() -> None:
-    samples = [b"", b"x" * 70000, b"\xff", b"{", b"[]", b'{"title": 1}', b'{"app": "a"}']
+    samples = [b"", b"x" * 70000, b"\xff", b"{", b"[]", b'{"title": 1}', b'{"app": "a"}', b"[" * 100]
     seen = set()
     for raw in samples:
         with pytest.raises(InvalidNotification) as info:
             decode_notification(raw)
         seen.add(info.value.reason)
-    assert seen == set(REJECT_REASONS)
+    assert seen == set(REJECT_REASONS) - {"undecodable"}  # the safety net below: no known input reaches it
+
+
+def test_an_error_no_rule_foresaw_is_still_invalid_notification() -> None:
+    with pytest.raises(InvalidNotification) as info:
+        decode_notification(memoryview(b'{"title": "x"}'))  # type: ignore[arg-type]  # no .lstrip()
+    assert info.value.reason == "undecodable" and "AttributeError" in info.value.message
 
 
 def test_plain_text_is_the_body() -> None:
@@ -152,7 +167,36 @@ def test_the_fast_json_path_decodes_as_the_careful_one() -> None:
             ["id", "app", "title", "body", "sender", "timestamp", "extra"], k=rng.randint(1, 6))}
         fields["title"] = rng.choice(texts)
         raws.append(json.dumps(fields, ensure_ascii=rng.random() < 0.5).encode())
-    raws += [b' \n{"title": "padded"}\t', b'{"title": "x", "title": "last wins"}', b'{"body": "a\\ud800b"}']
+    raws += [b' \n{"title": "padded"}\t', b'{"title": "x", "title": "last wins"}']
     for raw in raws:
         careful = notification_from_fields(json.loads(raw.decode().strip()))
         assert decode_notification(raw) == careful, raw
+
+
+def test_nesting_up_to_the_limit_is_fine_and_brackets_inside_strings_do_not_count() -> None:
+    nested = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert decode_notification(b'{"title": "x", "ignored": ' + nested[1:-1] + b"}").title == "x"
+    brackets = json.dumps({"title": "[" * 5000, "body": "{" * 5000 + '\\"' + "[" * 100}).encode()
+    assert decode_notification(brackets).title == "[" * 5000
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=2048),
+    st.text(max_size=512).map(str.encode),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+                     ["id", "title", "body", "app", "sender", "x"]), inner, max_size=4),
+                 max_leaves=60).map(lambda value: json.dumps(value).encode()),
+    st.integers(min_value=1, max_value=3000).map(lambda depth: b"[" * depth + b"]" * (depth % 7)),
+))
+def test_decoding_arbitrary_bytes_gives_a_notification_or_invalid_notification(raw: bytes) -> None:
+    try:
+        notification = decode_notification(raw, max_bytes=4096)
+    except InvalidNotification as exc:
+        assert exc.reason in REJECT_REASONS and exc.message
+        return
+    assert isinstance(notification, Notification)
+    assert (notification.title or "").strip() or (notification.body or "").strip()
+    for value in notification.model_dump().values():
+        assert value is None or value.encode("utf-8")  # every field is encodable text

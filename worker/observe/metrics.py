@@ -49,7 +49,8 @@ class Metrics:
             buckets=(256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536), registry=registry,
         )
         self.consumer_lag = Gauge(
-            "notif_consumer_lag", "High watermark minus the next offset to consume.", ["topic", "partition"],
+            "notif_consumer_lag", "Broker end offset minus the committed offset (asked each second, also while "
+            "paused).", ["topic", "partition"],
             registry=registry,
         )
         self.in_flight = Gauge(
@@ -81,7 +82,8 @@ class Metrics:
             ["topic"], registry=registry,
         )
         self.halted_partitions = Gauge(
-            "notif_halted_partitions", "Partitions stopped because not even a value-less dead letter was taken.",
+            "notif_halted_partitions", "Partitions stopped at an input that can be neither read nor published, "
+            "not even as a value-less dead letter (/readyz names it).",
             registry=registry,
         )
         self.commit_failing = Gauge(
@@ -94,3 +96,8 @@ class Metrics:
         )
         self.ready = Gauge("notif_ready", "1 when the worker is ready (model, partitions, broker).", registry=registry)
         self.model_info = Info("notif_model", "The model the worker serves.", registry=registry)
+        # --- intake and membership (issue 11) ---------------------------------------------------------
+        self.oldest_unacked_age = Gauge(
+            "notif_oldest_unacked_age_seconds", "How long the oldest consumed record still without an acknowledged "
+            "result or dead letter has waited (0 when none).", ["topic", "partition"], registry=registry,
+        )

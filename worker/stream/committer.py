@@ -98,6 +98,7 @@ class Committer:
         if not owned:
             return
         lost = self.kafka.membership_lost()
+        log.info("partitions_revoking", partitions=names(owned), lost=lost)
         self._revoking |= owned
         drained = committed = False
         try:

@@ -2,12 +2,15 @@
 
 Backpressure: when in-flight work reaches NOTIF_MAX_IN_FLIGHT every partition is paused, and resumed once
 acknowledgements have brought it down to half. In flight (worker/stream/offsets.py, the one definition):
-consumed, and not yet in its partition's acknowledged prefix.
+consumed, and not yet in its partition's acknowledged prefix. Paused, the loop still polls (a poll of
+paused partitions returns nothing), so the consumer stays in its group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 
 import structlog
@@ -21,13 +24,17 @@ from worker.settings import Settings
 from worker.stream.batch_queue import BatchQueue
 from worker.stream.breaker import CircuitBreaker
 from worker.stream.inference import describe, report_model_failure
-from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, backoff_s
+from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, UndecodableFetch, backoff_s
 from worker.stream.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.outbox import Outbox
-from worker.stream.records import INFERENCE_ERROR
+from worker.stream.raw_fetch import RawFetcher
+from worker.stream.records import INFERENCE_ERROR, UNDECODABLE_RECORD, oversize
+from worker.stream.undecodable import Finding, Rewind, Salvaged, examine
 from worker.stream.work import Work
 
 POLL_TIMEOUT_MS = 100
+OnHalt = Callable[[TopicPartition, int, str], None]  # partition, offset, reason
+MAX_UNLOCATED = 3  # undecodable fetches in a row whose bad record the raw read cannot find: then stop
 
 log = structlog.get_logger("worker.intake")
 
@@ -38,7 +45,7 @@ class Intake:
     def __init__(self, settings: Settings, kafka: KafkaClients, classifier: NotificationClassifier,
                  tracker: OffsetTracker[TopicPartition], queue: BatchQueue[Work], outbox: Outbox,
                  metrics: Metrics, health: HealthState, revoking: set[TopicPartition],
-                 halted: set[TopicPartition], breaker: CircuitBreaker) -> None:
+                 halted: set[TopicPartition], breaker: CircuitBreaker, on_halt: OnHalt) -> None:
         self.settings = settings
         self.kafka = kafka
         self.classifier = classifier
@@ -53,10 +60,16 @@ class Intake:
         self._room = asyncio.Event()  # cleared while backpressure waits for in-flight work to halve
         self._room.set()
         self._stopping = False
+        self._on_halt = on_halt  # a record that can be neither read nor dead-lettered: its partition stops
+        self._unlocated = 0
+        self._raw = RawFetcher(settings)  # reads what the consumer cannot decode; connects on first use
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
         self._stopping = True
+
+    async def close(self) -> None:
+        await self._raw.close()
 
     def room_freed(self) -> None:
         """Acknowledgements arrived: wake the paused loop once in-flight work is down to half."""
@@ -68,11 +81,15 @@ class Intake:
         while not self._stopping:
             self.health.beat()
             capacity = self._apply_backpressure()
-            if capacity <= 0 or self.kafka.paused() - self._halted:
-                await self._wait_for_room()
-                continue
+            paused = capacity <= 0 or bool(self.kafka.paused() - self._halted)
             try:
-                batches = await self.kafka.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max(1, capacity))
+                # Paused, a poll that cannot wait (timeout 0) still counts for max.poll.interval, so the
+                # group keeps us however long the model takes; then wait for room instead of in the fetch.
+                batches = await self.kafka.poll(timeout_ms=0 if paused else POLL_TIMEOUT_MS,
+                                                max_records=max(1, capacity))
+            except UndecodableFetch as exc:
+                await self._recover(exc)
+                continue
             except BrokerUnavailable as exc:
                 self.metrics.broker_errors.inc()
                 delay = backoff_s(failures, self.settings.retry_backoff_max_s)
@@ -85,6 +102,8 @@ class Intake:
                 self._accept(partition, records)
             self.metrics.queue_depth.set(len(self.queue))
             self.metrics.in_flight.set(self.tracker.in_flight)
+            if paused:
+                await self._wait_for_room()
 
     def _apply_backpressure(self) -> int:
         """Pause all partitions when in-flight work reaches the bound; resume once it is down to half.
@@ -111,18 +130,30 @@ class Intake:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), POLL_TIMEOUT_MS / 1000)
 
-    def _accept(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Track one partition's fetched records (in offset order) and admit each."""
+    def _accept(self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]],
+                undecodable: Mapping[int, str] | None = None) -> None:
+        """Track one partition's fetched records (in offset order) and admit each; dead-letter the undecodable."""
         state = self._state_for(partition, records[0].offset) if records else None
         if state is None:
             return  # its partition is being revoked: the next owner reads it again
         self.metrics.messages_consumed.inc(len(records))
+        now = time.monotonic()
         for record in records:
-            state.track(record.offset)
-            self._admit(Work(record, state))
+            state.track(record.offset, now)
+            if undecodable and record.offset in undecodable:
+                work = Work(record, state)
+                self.outbox.submit([self.outbox.dead_letter(work, UNDECODABLE_RECORD, undecodable[record.offset])])
+            else:
+                self._admit(Work(record, state))
 
     def _admit(self, work: Work) -> None:
         """Decode and count tokens, then queue for the model; dead-letter what cannot be classified."""
+        record, settings = work.record, self.settings
+        too_large = oversize(record.key, record.headers, max_key_bytes=settings.max_key_bytes,
+                             max_header_bytes=settings.max_header_bytes)
+        if too_large is not None:
+            self.outbox.submit([self.outbox.dead_letter(work, "too_large", too_large)])
+            return
         try:
             work.notification = decode_notification(work.record.value, max_bytes=self.settings.max_message_bytes)
         except InvalidNotification as exc:
@@ -147,3 +178,58 @@ class Intake:
                         expected=state.next_offset)
             return self.tracker.open(partition)
         return state
+
+    # --- records the client cannot decode (worker/stream/undecodable.py) ----------------------------------
+
+    async def _recover(self, error: UndecodableFetch) -> None:
+        """Rewind every fetched partition to what we accepted, then find the bad records and settle them."""
+        log.error("undecodable_fetch", error=str(error))
+        partitions = sorted(self.kafka.assignment() - self.kafka.paused(), key=lambda tp: (tp.topic, tp.partition))
+        positions = {tp: await self._position(tp) for tp in partitions}
+        for tp, position in positions.items():  # before any other poll: aiokafka dropped what it had taken
+            self.kafka.seek(tp, position)
+        try:
+            findings = {tp: await examine(self._raw, tp, position) for tp, position in positions.items()}
+        except BrokerUnavailable as exc:  # rewound already: the next poll meets the record again, and we retry
+            self.metrics.broker_errors.inc()
+            log.warning("undecodable_fetch_unexamined", error=str(exc))
+            await asyncio.sleep(backoff_s(self._unlocated, self.settings.retry_backoff_max_s))
+            return
+        located = [self._settle(tp, finding) for tp, finding in findings.items()]
+        self._unlocated = 0 if any(located) else self._unlocated + 1
+        if self._unlocated >= MAX_UNLOCATED:
+            for tp, position in positions.items():
+                self._stop(tp, position, f"the client cannot decode a record here ({error}); a raw read finds none")
+        elif self._unlocated:
+            await asyncio.sleep(backoff_s(self._unlocated, self.settings.retry_backoff_max_s))
+
+    async def _position(self, partition: TopicPartition) -> int:
+        """One past the last record accepted from the partition, or where its assignment began (retried)."""
+        state = self.tracker.get(partition)
+        if state is not None and state.next_offset is not None:
+            return state.next_offset
+        attempt = 0
+        while True:
+            try:
+                return await self.kafka.start_position(partition)
+            except BrokerUnavailable as exc:
+                self.metrics.broker_errors.inc()
+                log.warning("start_position_failed", error=str(exc))
+                await asyncio.sleep(backoff_s(attempt, self.settings.retry_backoff_max_s))
+                attempt += 1
+
+    def _settle(self, partition: TopicPartition, finding: Finding) -> bool:
+        """Act on what the raw read found; whether it found the bad record."""
+        if isinstance(finding, Rewind):
+            return False
+        if isinstance(finding, Salvaged):
+            self._accept(partition, finding.records, finding.undecodable)
+            self.kafka.seek(partition, finding.resume_at)  # past the bad batch: the client would decode it again
+            return True
+        self._accept(partition, finding.records)
+        self._stop(partition, finding.offset, finding.reason)
+        return True
+
+    def _stop(self, partition: TopicPartition, offset: int, reason: str) -> None:
+        """Read the partition no further: nothing there can be classified or dead-lettered (not ready, loudly)."""
+        self._on_halt(partition, offset, reason)

@@ -7,13 +7,16 @@ Exceptions:
     ├── BrokerUnavailable    the cluster cannot be reached or did not answer in time (retried)
     ├── CommitRejected       the group moved on: the partitions may belong to another member now
     ├── PublishFailed        a result or dead letter was not acknowledged (retried)
+    ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/undecodable.py)
     └── KafkaConfigError     the settings cannot describe a working client
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any
@@ -22,7 +25,14 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka import errors as Errors
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    UnsupportedCodecError,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -92,6 +102,20 @@ def publish_failed(topic: str, exc: BaseException) -> PublishFailed:
     """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
     refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
     return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused)
+
+
+class UndecodableFetch(BrokerError):
+    """A fetched record the client cannot decode: a header key that is not UTF-8, a CRC mismatch, a broken batch.
+
+    aiokafka raises these while it iterates a fetch, after it has taken records of other partitions
+    (and of this one, before the bad record) that it then never returns: the caller must rewind.
+    """
+
+
+# What aiokafka's record reader raises for a record it cannot decode: a header key that is not UTF-8, a
+# CRC mismatch or malformed batch, a codec it lacks, a batch that says gzip but is not.
+_UNDECODABLE = (UnicodeDecodeError, CorruptRecordException, UnsupportedCodecError, gzip.BadGzipFile, zlib.error,
+                EOFError)
 
 
 class KafkaConfigError(BrokerError):
@@ -182,13 +206,23 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
-    """The consumer: our own commits, earliest offset for a new group, rebalances as long as a drain."""
+    """The consumer: our own commits, earliest offset for a new group, membership timing from Settings.
+
+    A rebalance waits for every member's revocation callback: ours drains the revoked partitions (up to
+    NOTIF_SHUTDOWN_TIMEOUT_S) and then commits them (up to NOTIF_COMMIT_TIMEOUT_S), so the rebalance timeout
+    leaves room above both. The worker polls even while every partition is paused (worker/stream/intake.py),
+    so max.poll.interval counts the time between polls, never the model's time.
+    """
+    drain_and_commit_ms = int((settings.shutdown_timeout_s + settings.commit_timeout_s) * 1000)
     return {
         **client_options(settings),
         "group_id": settings.group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "rebalance_timeout_ms": int(settings.shutdown_timeout_s * 1000) + REBALANCE_MARGIN_MS,
+        "rebalance_timeout_ms": drain_and_commit_ms + REBALANCE_MARGIN_MS,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
     }
 
@@ -241,6 +275,9 @@ class KafkaClients:
             await _quietly_stop(consumer, producer)
             servers = self.settings.kafka_bootstrap_servers
             raise BrokerUnavailable(f"cannot connect to {servers}: {exc!r}") from exc
+        except asyncio.CancelledError:  # a shutdown while connecting: leave nothing half open
+            await asyncio.shield(_quietly_stop(consumer, producer))
+            raise
         consumer.subscribe([self.settings.input_topic], listener=_Listener(on_revoked, on_assigned))
         self._consumer, self._producer = consumer, producer
 
@@ -254,8 +291,24 @@ class KafkaClients:
         """The next records of the assigned, unpaused partitions, by partition in offset order ({} on timeout)."""
         try:
             return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except _UNDECODABLE as exc:  # raised by aiokafka's record reader, in the middle of a fetch
+            raise UndecodableFetch(f"the client cannot decode a fetched record: {exc!r}") from exc
         except KafkaError as exc:
             raise BrokerUnavailable(f"fetch failed: {exc!r}") from exc
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Fetch the partition from ``offset`` next (records fetched beyond it are dropped and read again)."""
+        self.consumer.seek(partition, offset)
+
+    async def start_position(self, partition: TopicPartition) -> int:
+        """Where this assignment of the partition began reading: the group's committed offset, else the earliest."""
+        try:
+            position = await self.consumer.committed(partition)
+            if position is None:
+                position = (await self.consumer.beginning_offsets([partition]))[partition]
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no start position for {partition}: {exc!r}") from exc
+        return int(position)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()
@@ -275,6 +328,18 @@ class KafkaClients:
             return self.consumer.highwater(partition)
         except IllegalStateError:
             return None
+
+    async def end_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's end offset now (a ListOffsets request: fresh even while the partition is paused).
+
+        The larger of that and the last fetch's high watermark: Tansu answers ListOffsets with the last
+        record batch's first offset plus one, which is exact only for batches of one record.
+        """
+        try:
+            ends = await self.consumer.end_offsets(list(partitions))
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"end offsets not answered: {exc!r}") from exc
+        return {tp: max(int(end), self.highwater(tp) or 0) for tp, end in ends.items()}
 
     def membership_lost(self) -> bool:
         """Whether the coordinator has forgotten this member (its partitions are someone else's now).

@@ -34,6 +34,9 @@ class PartitionOffsets:
         self._acked: set[int] = set()  # acknowledged but not yet at the left edge
         self._next: int | None = None  # one past the last consumed offset
         self._committed: int | None = None  # the last position handed to mark_committed
+        # (first offset, time) of each poll's records: one entry per poll, not per record, for the age of
+        # the oldest unacknowledged record (dropped lazily once the left edge has moved past them)
+        self._consumed_at: deque[tuple[int, float]] = deque()
         self.closed = False
 
     @property
@@ -56,12 +59,24 @@ class PartitionOffsets:
     def unacked(self) -> int:
         return len(self._pending) - len(self._acked)
 
-    def track(self, offset: int) -> None:
-        """Record a consumed offset; offsets must increase."""
+    def track(self, offset: int, at: float | None = None) -> None:
+        """Record a consumed offset (``at``: when, on any monotonic clock); offsets must increase."""
         if self._next is not None and offset < self._next:
             raise OffsetOrderError(f"offset {offset} consumed after {self._next - 1}")
         self._pending.append(offset)
         self._next = offset + 1
+        if at is not None and (not self._consumed_at or self._consumed_at[-1][1] != at):
+            self._consumed_at.append((offset, at))
+
+    def oldest_unacked_since(self) -> float | None:
+        """When the oldest unacknowledged offset was consumed (None when all are acknowledged or untimed)."""
+        if not self._pending:
+            self._consumed_at.clear()
+            return None
+        head, times = self._pending[0], self._consumed_at
+        while len(times) > 1 and times[1][0] <= head:
+            times.popleft()
+        return times[0][1] if times and times[0][0] <= head else None
 
     def ack(self, offset: int) -> None:
         """Record that the output (or dead letter) of a consumed offset is acknowledged."""

@@ -11,6 +11,7 @@ confirm, commit.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any
 
@@ -53,12 +54,12 @@ class Pipeline:
             live=lambda work: not work.state.closed,
         )
         revoking: set[TopicPartition] = set()  # shared: the committer fills it, intake skips its records
-        self.halted: set[TopicPartition] = set()  # nothing can be published for an input there: stays paused
+        self.halted: set[TopicPartition] = set()  # an input there can be neither read nor published: stays paused
         self.outbox = Outbox(settings, kafka, metrics, health, on_acked=self._acked, on_halt=self._halt)
         self.breaker = CircuitBreaker(failures=settings.breaker_failures, retry_s=settings.breaker_retry_s,
                                       unhealthy_s=settings.breaker_unhealthy_s, metrics=metrics, health=health)
         self.intake = Intake(settings, kafka, classifier, self.tracker, self.queue, self.outbox, metrics, health,
-                             revoking, self.halted, self.breaker)
+                             revoking, self.halted, self.breaker, on_halt=self.halt)
         self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker)
         self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking,
                                    self.halted)
@@ -87,6 +88,7 @@ class Pipeline:
             await _cancel([*loops, stopped, *self.outbox.tasks()])
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.kafka.stop(), reserve)
+            await self.intake.close()
         if failure is not None:
             raise failure
 
@@ -106,13 +108,17 @@ class Pipeline:
 
     def _halt(self, work: Work, reason: str) -> None:
         """Stop a partition whose input can get neither a result nor any dead letter: loudly, never skipping it."""
-        tp = TopicPartition(work.record.topic, work.record.partition)
-        log.error("partition_halted", topic=tp.topic, partition=tp.partition, offset=work.record.offset,
+        self.halt(TopicPartition(work.record.topic, work.record.partition), work.record.offset, reason)
+
+    def halt(self, tp: TopicPartition, offset: int, reason: str) -> None:
+        """Stop a partition at an input nothing can be done with (unpublishable, or unreadable): never skip it."""
+        log.error("partition_halted", topic=tp.topic, partition=tp.partition, offset=offset,
                   reason=reason, note="nothing past this offset is committed; /readyz fails until it is fixed")
         self.halted.add(tp)
         if tp in self.kafka.assignment():
             self.kafka.pause({tp})
-        self.health.set_problem(f"halted:{tp.topic}:{tp.partition}", f"partition halted: {reason}")
+        self.health.set_problem(f"halted:{tp.topic}:{tp.partition}",
+                                f"partition {tp.topic}:{tp.partition} halted at offset {offset}: {reason}")
         self.metrics.halted_partitions.set(len(self.halted))
 
     async def _connect(self, stop: asyncio.Event) -> bool:
@@ -120,7 +126,9 @@ class Pipeline:
         while not stop.is_set():
             self.health.beat()
             try:
-                await self.kafka.start(on_revoked=self.on_revoked, on_assigned=self.on_assigned)
+                if not await _unless_stopped(self.kafka.start(on_revoked=self.on_revoked,
+                                                              on_assigned=self.on_assigned), stop):
+                    return False  # a signal while connecting (a broker that never answers holds start() 40 s)
             except BrokerUnavailable as exc:
                 self.metrics.broker_errors.inc()
                 delay = backoff_s(attempt, self.settings.retry_backoff_max_s)
@@ -144,6 +152,19 @@ class Pipeline:
         await self.outbox.settle()
         committed = await self.committer.commit()
         log.info("shutdown_drained", dropped_unstarted=dropped, committed=committed)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first (then cancel it); whether it finished."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        await _cancel([task])
+        return False
+    task.result()  # its error, if any
+    return True
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

@@ -3,7 +3,7 @@
 A dead letter carries the input's key and value bytes unchanged, the input's own headers, and these
 headers (UTF-8 text), so a consumer of the dead-letter topic can find and replay the original:
 
-    notif.error.reason      machine-readable reason (a contract reject reason, or inference_error)
+    notif.error.reason      machine-readable reason (a contract reject reason, undecodable_record, inference_error)
     notif.error.message     what was wrong, for a person
     notif.source.topic      where the input was read
     notif.source.partition
@@ -33,6 +33,7 @@ ORIGINAL_SIZE_HEADER = "notif.error.original_size"
 PUBLISH_ERROR_HEADER = "notif.error.publish_error"
 INFERENCE_ERROR = "inference_error"
 PUBLISH_REJECTED = "publish_rejected"  # a result the broker refused for good: its input is dead-lettered
+UNDECODABLE_RECORD = "undecodable_record"  # the Kafka client could not decode the record (worker/stream/undecodable.py)
 
 # Headers we set replace same-named input headers (a re-processed dead letter keeps one of each).
 _OWN_PREFIXES = ("notif.error.", "notif.source.")
@@ -45,6 +46,18 @@ def result_key(input_key: bytes | None, notification: Notification) -> bytes | N
         return input_key
     if notification.id:
         return notification.id.encode("utf-8")
+    return None
+
+
+def oversize(key: bytes | None, headers: Sequence[tuple[str, bytes]], *, max_key_bytes: int,
+             max_header_bytes: int) -> str | None:
+    """Why a record's key or headers are over their limits (NOTIF_MAX_KEY_BYTES, NOTIF_MAX_HEADER_BYTES), or None."""
+    if key is not None and len(key) > max_key_bytes:
+        return f"the key is {len(key)} bytes; the limit is {max_key_bytes}"
+    if headers:
+        size = sum(len(name.encode("utf-8", "surrogateescape")) + len(value or b"") for name, value in headers)
+        if size > max_header_bytes:
+            return f"the headers are {size} bytes; the limit is {max_header_bytes}"
     return None
 
 

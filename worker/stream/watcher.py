@@ -1,9 +1,16 @@
-"""The watcher: once a second, probe the broker and refresh the gauges (assignment, lag, readiness)."""
+"""The watcher: once a second, probe the broker and refresh the gauges (assignment, lag, readiness).
+
+Lag is the broker's end offset minus the committed offset of each owned partition, asked of the broker
+each time, so it keeps counting while the partition is paused and it sees a commit that stalls; beside
+it, the age of each partition's oldest unacknowledged record.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 
 import structlog
 from aiokafka.structs import TopicPartition
@@ -11,7 +18,7 @@ from aiokafka.structs import TopicPartition
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.stream.kafka_io import BrokerUnavailable, KafkaClients
-from worker.stream.offsets import OffsetTracker
+from worker.stream.offsets import OffsetTracker, PartitionOffsets
 
 WATCH_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 3.0
@@ -29,12 +36,15 @@ class Watcher:
         self.tracker = tracker
         self.metrics = metrics
         self.health = health
+        # where each assignment began (the committed offset a previous owner left), until we commit
+        self._starts: dict[TopicPartition, tuple[PartitionOffsets, int]] = {}
+        self._shown: set[TopicPartition] = set()
 
     async def run(self) -> None:
         while True:
             await self._probe()
             self.show_assignment(len(self.kafka.assignment()))
-            self._update_lag()
+            await self._update_lag()
             for check in self.checks:
                 check()
             self.metrics.ready.set(1 if self.health.ready()[0] else 0)
@@ -57,9 +67,38 @@ class Watcher:
             log.info("broker_reachable")
         self.health.broker_reachable = True
 
-    def _update_lag(self) -> None:
-        for tp in self.tracker.partitions():
-            state, high = self.tracker.get(tp), self.kafka.highwater(tp)
-            if state is not None and state.next_offset is not None and high is not None:
-                lag = max(0, high - state.next_offset)
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+    async def _update_lag(self) -> None:
+        states = {tp: state for tp in self.tracker.partitions() if (state := self.tracker.get(tp)) is not None}
+        for tp in self._shown - states.keys():  # revoked: its series go away
+            with suppress(KeyError):
+                self.metrics.oldest_unacked_age.remove(tp.topic, str(tp.partition))
+        self._shown &= states.keys()
+        self._starts = {tp: start for tp, start in self._starts.items() if tp in states}
+        if not states:
+            return
+        try:  # bounded: the health checks after it run each second even when the broker hangs
+            ends, committed = await asyncio.wait_for(self._offsets(states), PROBE_TIMEOUT_S)
+        except (BrokerUnavailable, TimeoutError):
+            return  # the probe says so; the gauges keep their last values
+        now = time.monotonic()
+        for tp, state in states.items():
+            labels = (tp.topic, str(tp.partition))
+            if tp in ends:
+                self.metrics.consumer_lag.labels(*labels).set(max(0, ends[tp] - committed[tp]))
+            since = state.oldest_unacked_since()
+            self.metrics.oldest_unacked_age.labels(*labels).set(0.0 if since is None else now - since)
+            self._shown.add(tp)
+
+    async def _offsets(self, states: dict[TopicPartition, PartitionOffsets]
+                       ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        ends = await self.kafka.end_offsets(set(states))
+        return ends, {tp: await self._committed(tp, state) for tp, state in states.items()}
+
+    async def _committed(self, tp: TopicPartition, state: PartitionOffsets) -> int:
+        """Our last commit of this assignment, else the offset the assignment started from."""
+        if state.committed is not None:
+            return state.committed
+        cached = self._starts.get(tp)
+        if cached is None or cached[0] is not state:
+            cached = self._starts[tp] = (state, await self.kafka.start_position(tp))
+        return cached[1]

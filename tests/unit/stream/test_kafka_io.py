@@ -8,6 +8,7 @@ import uuid
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as reference_murmur2
+from pydantic import ValidationError
 
 from worker.settings import Settings
 from worker.stream.kafka_io import (
@@ -32,6 +33,18 @@ def test_defaults_are_plaintext_idempotent_manual_commit() -> None:
     assert producer["enable_idempotence"] is True and producer["acks"] == "all"
     assert "ssl_context" not in producer and "sasl_mechanism" not in producer
     assert producer_options(settings.with_overrides(producer_idempotence=False))["enable_idempotence"] is False
+
+
+def test_membership_timing_comes_from_settings_and_the_rebalance_outlasts_drain_plus_commit() -> None:
+    settings = Settings(max_poll_interval_ms=7000, session_timeout_ms=12000, heartbeat_interval_ms=1500,
+                        shutdown_timeout_s=20, commit_timeout_s=15)
+    consumer = consumer_options(settings)
+    assert (consumer["max_poll_interval_ms"], consumer["session_timeout_ms"], consumer["heartbeat_interval_ms"]) == (
+        7000, 12000, 1500)
+    assert consumer["rebalance_timeout_ms"] > (20 + 15) * 1000
+    assert consumer_options(Settings())["max_poll_interval_ms"] == 300000
+    with pytest.raises(ValidationError, match="HEARTBEAT"):
+        Settings(session_timeout_ms=3000, heartbeat_interval_ms=3000)
 
 
 def test_sasl_ssl_options() -> None:
