@@ -292,3 +292,5 @@ def test_dockerignore_keeps_what_the_build_needs() -> None:
     for needed in ("pyproject.toml", "README.md", "worker/", "trainer/"):
         assert f"!{needed}" in lines
     assert "**/*.safetensors" in lines
+    for included in (line[1:] for line in lines if line.startswith("!")):
+        assert (ROOT / included).exists(), f".dockerignore re-includes {included}, which does not exist"
