@@ -89,10 +89,11 @@ def test_kustomization_files_exist(kustomization: dict[str, Any]) -> None:
     for name in kustomization["resources"]:
         assert (K8S / name).is_file(), name
     assert kustomization["namespace"] == load(K8S / "namespace.yaml")[0]["metadata"]["name"]
-    component = load(K8S / "components/sasl/kustomization.yaml")[0]
-    assert component["kind"] == "Component"
-    for name in component["resources"]:
-        assert (K8S / "components/sasl" / name).is_file(), name
+    for folder in sorted((K8S / "components").iterdir()):
+        component = load(folder / "kustomization.yaml")[0]
+        assert component["kind"] == "Component", folder.name
+        for name in component.get("resources", []):
+            assert (folder / name).is_file(), f"{folder.name}: {name}"
 
 
 def test_configmap_holds_only_valid_worker_settings(config: dict[str, str], settings: Settings) -> None:
