@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,28 @@ def test_sasl_component_gives_keda_the_workers_secret(container: dict[str, Any])
     ops = yaml.safe_load(patch["patch"])
     ref = {"name": auth["metadata"]["name"]}
     assert {"op": "add", "path": "/spec/triggers/0/authenticationRef", "value": ref} in ops
+
+
+def doc_table(heading: str, first_column: str) -> dict[str, str]:
+    """A two-column table of docs/DEPLOY.md under `heading` whose header starts with `first_column`."""
+    text = (K8S.parents[1] / "docs/DEPLOY.md").read_text()
+    section = text[text.index(heading):]
+    section = section[section.index(f"| {first_column}"):]
+    rows: dict[str, str] = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        left, right = (cell.strip().strip("`") for cell in line.strip("|").split("|"))
+        rows[left] = right
+    return rows
+
+
+def test_docs_map_every_sasl_mechanism_and_protocol_to_keda() -> None:
+    mechanisms = doc_table("### Kafka security", "`NOTIF_SASL_MECHANISM`")
+    protocols = doc_table("### Kafka security", "`NOTIF_SECURITY_PROTOCOL`")
+    sasl_field = Settings.model_fields["sasl_mechanism"].annotation
+    assert set(mechanisms) == set(typing.get_args(typing.get_args(sasl_field)[0]))
+    assert set(mechanisms.values()) <= {"plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"}
+    assert protocols == {"SASL_PLAINTEXT": "disable", "SASL_SSL": "enable"}
+    example = load(K8S / "secret.example.yaml")[0]["stringData"]
+    assert example["sasl"] in mechanisms.values() and example["tls"] in protocols.values()
