@@ -110,7 +110,10 @@ def _apt_download(folder: Path, spec: str) -> Path:
     first = run(["apt-get", "download", spec], cwd=folder, check=False)
     if first.returncode != 0:
         run(["apt-get", "update", "-qq"], cwd=folder, check=False)
-        run(["apt-get", "download", spec], cwd=folder)
+        second = run(["apt-get", "download", spec], cwd=folder, check=False)
+        if second.returncode != 0:
+            pytest.fail(f"apt-get download {spec} failed: {second.stderr.strip()};\n"
+                        "if Debian replaced that version, pin the new one and its sha256 in tests/unit/deploy/tools.py")
     debs = list(folder.glob("*.deb"))
     if len(debs) != 1:
         pytest.fail(f"apt-get download {spec} left {debs}")
