@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+# shellcheck source=/dev/null  # the venv bootstrap.sh makes
 . .venv/bin/activate
 python -m pip install -q -c constraints.txt pip  # constraints.txt: the tested version of every package
 if ! python -c "import torch" 2>/dev/null; then

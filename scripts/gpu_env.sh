@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the GPU scripts: output folder, offline settings, the staged wheels, tokenizer and broker
 # (scripts/gpu_prepare.sh). NO_WHEELS=1 skips the staged files (e.g. to try a script on this machine).
 OUT=${OUT:-$PWD/gpu-results}

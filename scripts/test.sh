@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# shellcheck source=/dev/null  # the venv bootstrap.sh makes
 . .venv/bin/activate
 ruff check worker trainer tests
 mypy

@@ -73,7 +73,7 @@ def evaluate(settings: Settings, data: Path, out: Path, *, limit: int | None = N
         "model": classifier.name,
         "base_model": settings.model,
         "adapter": settings.adapter,
-        "quantization": settings.quantization,
+        "quantization": classifier.runtime.get("quantization", settings.quantization),  # auto resolved
         "decoding": settings.decoding,
         "device": str(classifier.device),
         "data": str(data),

@@ -19,8 +19,9 @@ class Settings(BaseSettings):
     # --- model ----------------------------------------------------------------------------------------
     model: str = Field("Qwen/Qwen3-0.6B", description="Base model: Hugging Face hub id or local directory.")
     adapter: str | None = Field(None, description="LoRA adapter: directory or hub id; empty for the bare model.")
-    quantization: Literal["nf4", "none"] = Field(
-        "nf4", description="`nf4`: 4-bit NF4, double quant, bf16 compute (the reference). `none`: full weights."
+    quantization: Literal["auto", "nf4", "none"] = Field(
+        "auto", description="`nf4`: 4-bit NF4, double quant, bf16 compute (the reference). `none`: full weights. "
+        "`auto`: nf4 on a GPU, none on a CPU.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weights/compute dtype when not quantized; auto = bf16 on GPU, float32 on CPU."

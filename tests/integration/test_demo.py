@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULT_LINE = re.compile(r"^\[\s*\d+\] (Work|Personal|Promotions|Alerts) +[123] (Low|Medium|High) ")
 
 
-def demo_command(model_dir: Path, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "worker", "demo", "--model", str(model_dir), "--quantization", "none",
+def demo_command(model_dir: Path, port: int, *extra: str, quantization: str | None = "none") -> list[str]:
+    flags = ["--quantization", quantization] if quantization else []
+    return [sys.executable, "-m", "worker", "demo", "--model", str(model_dir), *flags,
             "--device", "cpu", "--rate", "20", "--metrics-port", str(port), *extra]
 
 
@@ -45,6 +46,22 @@ def test_demo_prints_results_and_exits_after_count(tiny_model_dir: Path) -> None
     assert len(results) == 4, run.stdout
     assert f"http://localhost:{port}/metrics" in run.stdout
     assert lines[-1] == "stopped after 4 results"
+
+
+def test_demo_on_a_cpu_picks_full_weights_and_says_so(tiny_model_dir: Path) -> None:
+    run = subprocess.run(demo_command(tiny_model_dir, free_port(), "--count", "2", quantization=None),
+                         env=clean_env(), capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"loading {tiny_model_dir}: full float32 weights on cpu ..." in run.stdout.splitlines()
+
+
+def test_demo_asked_for_nf4_runs_it_without_the_bitsandbytes_kernels_warning(tiny_model_dir: Path) -> None:
+    run = subprocess.run(demo_command(tiny_model_dir, free_port(), "--count", "2", quantization="nf4"),
+                         env=clean_env(), capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"loading {tiny_model_dir}: NF4 4-bit weights on cpu ..." in run.stdout.splitlines()
+    assert "kernels" not in run.stdout + run.stderr, run.stderr[-3000:]
+    assert len([line for line in run.stdout.splitlines() if RESULT_LINE.match(line)]) == 2
 
 
 def test_ctrl_c_stops_the_demo_cleanly(tiny_model_dir: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.model.loading import CONTRACT_FILE, ModelLoadError, load_model
+from worker.model.loading import CONTRACT_FILE, ModelLoadError, describe_placement, load_model
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,18 @@ def test_unreachable_hub_is_one_clear_error(make_settings: Callable[..., Setting
 def test_cuda_on_a_cpu_machine_is_refused(make_settings: Callable[..., Settings]) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ModelLoadError, match="no CUDA device"):
+    with pytest.raises(ModelLoadError, match=r"finds no usable GPU: check nvidia-smi"):
         load_model(make_settings(device="cuda"))
+
+
+def test_auto_quantization_takes_full_weights_on_a_cpu_and_reports_the_runtime(
+        make_settings: Callable[..., Settings]) -> None:
+    loaded = load_model(make_settings(quantization="auto"))
+    assert (loaded.quantization, loaded.dtype) == ("none", torch.float32)
+    assert loaded.runtime == {"device": "cpu", "torch": torch.__version__, "cuda": torch.version.cuda or "none",
+                              "quantization": "none", "dtype": "float32"}
+    assert describe_placement(make_settings(quantization="auto")) == "full float32 weights on cpu"
+    assert describe_placement(make_settings(quantization="nf4")) == "NF4 4-bit weights on cpu"
 
 
 def test_merge_needs_full_weights(make_settings: Callable[..., Settings]) -> None:

@@ -53,5 +53,9 @@ async def test_serve_classifies_with_the_tiny_model(
     missing = {name for name in metric_names() if not any(e.startswith(name) for e in exposed)}
     assert not missing
     assert 'notif_model_info{' in metrics_text and 'quantization="none"' in metrics_text
+    info = next(line for line in metrics_text.splitlines() if line.startswith("notif_model_info{"))
+    assert 'device="cpu"' in info and 'torch="' in info and 'cuda="' in info and 'dtype="float32"' in info
     events = [e["event"] for e in worker.events()]
     assert "model_loaded" in events and "worker_failed" not in events
+    loaded = next(e for e in worker.events() if e["event"] == "model_loaded")
+    assert loaded["device"] == "cpu" and loaded["torch"] and loaded["cuda"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -30,6 +31,10 @@ from worker.stream.records import REASON_HEADER
 
 EXIT_FAILED = 1
 DEMO_LOG_LEVEL = "warning"  # the results are the output; worker logs only when something is wrong
+# bitsandbytes warns at import, on CPUs with AVX512-BF16, that it could not fetch an optional faster CPU
+# kernel from the Hugging Face hub ("kernels-community"); its built-in kernels run NF4 all the same.
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_KERNELS_HINT = "kernels-community"
 TEXT_COLUMNS = 60
 
 log = structlog.get_logger(__name__)
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=None if "NOTIF_LOG_LEVEL" in os.environ else DEMO_LOG_LEVEL,
     )
     configure_logging(settings.log_level, settings.log_format)
+    logging.getLogger(BNB_CPU_LOGGER).addFilter(lambda record: BNB_KERNELS_HINT not in record.getMessage())
     out = sys.stdout
     print("starting the embedded Kafka broker (Tansu, in memory) ...", file=out, flush=True)
     try:
@@ -69,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             create_topics(broker.bootstrap, [settings.output_topic, settings.dlq_topic])
             print(f"broker {broker.bootstrap}; topics {settings.input_topic} ({args.partitions} partitions), "
                   f"{settings.output_topic}, {settings.dlq_topic}", file=out)
-            print(f"loading {settings.model} ({settings.quantization}, device {settings.device}) ...", file=out)
+            from worker.model.loading import describe_placement  # torch: imported only when a model is loaded
+
+            print(f"loading {settings.model}: {describe_placement(settings)} ...", file=out)
             print(f"metrics: http://localhost:{settings.metrics_port}/metrics  (health: /healthz, /readyz)",
                   file=out, flush=True)
             return asyncio.run(demo(settings, model_loader(settings), rate=args.rate, count=args.count,

@@ -11,7 +11,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The model flags shared by classify, serve, demo and bench (each overrides its NOTIF_* variable)."""
     parser.add_argument("--model", help="base model: hub id or local directory (NOTIF_MODEL)")
     parser.add_argument("--adapter", help="LoRA adapter directory or hub id (NOTIF_ADAPTER)")
-    parser.add_argument("--quantization", choices=["nf4", "none"], help="NOTIF_QUANTIZATION")
+    parser.add_argument("--quantization", choices=["auto", "nf4", "none"], help="NOTIF_QUANTIZATION")
     parser.add_argument("--decoding", choices=["constrained", "generate"], help="NOTIF_DECODING")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (NOTIF_DEVICE)")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="NOTIF_DTYPE")

@@ -101,6 +101,7 @@ async def serve(settings: Settings, load: Loader) -> int:
 
 async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metrics: Metrics,
                  health: HealthState, stop: asyncio.Event) -> int:
+    health.starting("loading the model")
     try:
         classifier = await _load(thread, load, stop)
     except Exception as exc:
@@ -109,12 +110,17 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
     if classifier is None:
         log.info("stopped", during="model load")
         return EXIT_OK
+    health.started()
     health.model_loaded = True
+    # The real model reports where it runs (device, torch and CUDA builds, resolved quantization): a CUDA image
+    # on a host whose driver is too old shows up here and in notif_model_info, not as mysteriously slow results.
+    runtime: dict[str, str] = getattr(classifier, "runtime", {})
     metrics.model_info.info({
         "name": classifier.name, "decoding": settings.decoding, "quantization": settings.quantization,
         "adapter": settings.adapter or "", "device": settings.device, "contract_version": CONTRACT_VERSION,
+        **runtime,
     })
-    log.info("model_loaded", model=classifier.name)
+    log.info("model_loaded", model=classifier.name, **runtime)
     try:
         await Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health).run(stop)
     except KafkaConfigError as exc:

@@ -62,6 +62,7 @@ class Classifier:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.name = loaded.name
+        self.runtime = loaded.runtime  # device, torch/CUDA builds, resolved quantization: serve logs and exports it
         self.settings = settings
         self.eos_id: int = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
         self.pad_id: int = self.tokenizer.pad_token_id

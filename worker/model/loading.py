@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,60 @@ class LoadedModel:
     name: str  # what results report as "model": base, plus "+adapter" when one is loaded
     quantization: str
     dtype: torch.dtype
+    runtime: dict[str, str] = field(default_factory=dict)  # runtime_info(): logged, and in notif_model_info
 
 
 def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.version.cuda:
+            log.warning("NOTIF_DEVICE=auto: torch %s is a CUDA %s build but finds no usable GPU; running on the CPU",
+                        torch.__version__, torch.version.cuda)
+        return torch.device("cpu")
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"NOTIF_DEVICE={setting} but no CUDA device is available; use auto or cpu")
+        raise ModelLoadError(
+            f"NOTIF_DEVICE={setting} but torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}) finds no "
+            "usable GPU: check nvidia-smi, that the driver is new enough for that CUDA (CUDA 13: R580 or newer), "
+            "and that the container was given the GPU (--gpus, the NVIDIA device plugin); or use auto or cpu")
     return device
+
+
+def resolve_quantization(setting: str, device: torch.device) -> str:
+    """auto: NF4 on a GPU (the reference), full weights on a CPU, where bitsandbytes' 4-bit kernels are slow."""
+    if setting == "auto":
+        return "nf4" if device.type == "cuda" else "none"
+    return setting
+
+
+def runtime_info(device: torch.device, quantization: str, dtype: torch.dtype) -> dict[str, str]:
+    """Where and how the model runs, with the torch and CUDA builds: the worker logs it at start."""
+    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda or "none",
+            "quantization": quantization, "dtype": str(dtype).removeprefix("torch.")}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def describe_placement(settings: Settings) -> str:
+    """What `load_model` will pick, in words, for start-up lines: e.g. "NF4 4-bit on cuda"."""
+    try:
+        device = resolve_device(settings.device)
+    except ModelLoadError:
+        return f"quantization {settings.quantization}, device {settings.device}"
+    quantization = resolve_quantization(settings.quantization, device)
+    settings = settings.with_overrides(quantization=quantization)
+    dtype = str(resolve_dtype(settings, device)).removeprefix("torch.")
+    weights = "NF4 4-bit weights" if quantization == "nf4" else f"full {dtype} weights"
+    return f"{weights} on {device}"
 
 
 def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
     """Compute dtype: bf16 for NF4 (the reference); otherwise bf16 on GPU and float32 on CPU unless set."""
     if settings.dtype != "auto":
         return getattr(torch, settings.dtype)  # type: ignore[no-any-return]
-    if settings.quantization == "nf4" or device.type == "cuda":
+    if resolve_quantization(settings.quantization, device) == "nf4" or device.type == "cuda":
         return torch.bfloat16
     return torch.float32
 
@@ -86,6 +124,7 @@ def load_base_model(settings: Settings, device: torch.device, dtype: torch.dtype
     """The base causal LM on `device`, NF4-quantized or in `dtype`."""
     from transformers import AutoModelForCausalLM
 
+    settings = settings.with_overrides(quantization=resolve_quantization(settings.quantization, device))
     # sdpa: the classifier feeds its answer tree with a 4D attention mask, which flash kernels do not take.
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
     if settings.quantization == "nf4":
@@ -102,9 +141,10 @@ def load_base_model(settings: Settings, device: torch.device, dtype: torch.dtype
 
 def load_model(settings: Settings) -> LoadedModel:
     """Settings -> a model ready for inference (eval mode, no grad), its tokenizer and where it runs."""
+    device = resolve_device(settings.device)
+    settings = settings.with_overrides(quantization=resolve_quantization(settings.quantization, device))
     if settings.merge_adapter and settings.quantization == "nf4":
         raise ModelLoadError("NOTIF_MERGE_ADAPTER needs NOTIF_QUANTIZATION=none (NF4 weights cannot absorb LoRA)")
-    device = resolve_device(settings.device)
     dtype = resolve_dtype(settings, device)
     tokenizer = load_tokenizer(settings.model)
     model = load_base_model(settings, device, dtype)
@@ -116,7 +156,8 @@ def load_model(settings: Settings) -> LoadedModel:
     model.requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    return LoadedModel(model, tokenizer, device, name, settings.quantization, dtype)
+    return LoadedModel(model, tokenizer, device, name, settings.quantization, dtype,
+                       runtime_info(device, settings.quantization, dtype))
 
 
 def attach_adapter(model: Any, adapter: str, *, merge: bool = False) -> Any:

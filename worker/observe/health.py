@@ -25,6 +25,7 @@ class HealthState:
         self._clock = clock
         self._last_beat = clock()
         self._inference_since: float | None = None
+        self._starting: str | None = None
         self.model_loaded = False
         self.assigned_partitions = 0
         self.broker_reachable = False
@@ -49,6 +50,15 @@ class HealthState:
         """The consume loop went round once."""
         self._last_beat = self._clock()
 
+    def starting(self, step: str) -> None:
+        """A start-up step that cannot beat while it runs (the model download and load): live, "starting"."""
+        self._starting = step
+
+    def started(self) -> None:
+        """Start-up is over: liveness counts from now."""
+        self._starting = None
+        self.beat()
+
     def inference_started(self) -> None:
         self._inference_since = self._clock()
 
@@ -56,7 +66,13 @@ class HealthState:
         self._inference_since = None
 
     def live(self) -> tuple[bool, str]:
-        """Alive unless the loop stalled or one model call has run for longer than the timeout."""
+        """Alive unless the loop stalled or one model call has run for longer than the timeout.
+
+        During a start-up step the answer is "starting": the HTTP server answering shows the process is up,
+        and a first model download may take minutes (Docker's HEALTHCHECK and the startupProbe bound it).
+        """
+        if self._starting is not None:
+            return True, f"starting: {self._starting}"
         now = self._clock()
         if now - self._last_beat > self.liveness_timeout_s:
             return False, f"the consume loop made no progress for {now - self._last_beat:.0f}s"

@@ -283,12 +283,57 @@ def test_dockerfile_builds_the_documented_image() -> None:
 
 def test_dependency_layers_come_before_the_source() -> None:
     text = DOCKERFILE.read_text()
-    assert text.index("COPY pyproject.toml") < text.index("uv pip install -r") < text.index("COPY . .")
+    assert text.index("COPY pyproject.toml") < text.index("pip install -c constraints.txt -r") < text.index("COPY . .")
+
+
+def dockerfile_commands() -> list[str]:
+    """The Dockerfile's instructions with line continuations joined."""
+    return [line.strip() for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_every_pip_install_uses_the_tested_versions() -> None:
+    installs = [part for line in dockerfile_commands() if line.startswith("RUN")
+                for part in re.split(r"&&|;", line) if "pip install" in part]
+    assert len(installs) >= 4
+    for install in installs:
+        assert "-c constraints.txt" in install, install
+    assert "COPY constraints.txt" in DOCKERFILE.read_text()
+
+
+def test_torch_from_its_own_index_comes_without_dependencies() -> None:
+    installs = [part for line in dockerfile_commands() for part in re.split(r"&&|;", line) if "pip install" in part]
+    from_index = [install for install in installs if "--index-url" in install]
+    assert from_index and all("--no-deps" in install for install in from_index), from_index
+    assert "https://download.pytorch.org/whl/cpu" in DOCKERFILE.read_text()
+
+
+def test_each_image_names_its_device() -> None:
+    text = DOCKERFILE.read_text()
+    for stage, device in (("runtime-cuda", "cuda"), ("runtime-cpu", "cpu")):
+        assert re.search(rf"^FROM \S+ AS {stage}\nENV NOTIF_DEVICE={device}$", text, re.M), stage
+
+
+def test_gpu_stack_fails_loudly_without_a_gpu(compose: dict[str, Any]) -> None:
+    device = compose["services"]["worker"]["environment"]["NOTIF_DEVICE"]
+    assert interpolation_default(device) == "cuda"
+
+
+def test_cuda_base_and_its_driver_requirement_are_documented() -> None:
+    base = re.search(r"^ARG CUDA_BASE=nvidia/cuda:(\d+)\.(\d+)\.\d+-runtime-", DOCKERFILE.read_text(), re.M)
+    assert base
+    major, minor = base.groups()
+    driver = {"12": "R560", "13": "R580"}[major]
+    for doc in (ROOT / "docs/DEPLOY.md", ROOT / "README.md"):
+        text = doc.read_text()
+        assert f"CUDA {major}.{minor}" in text and driver in text, f"{doc.name} states the driver the image needs"
 
 
 def test_dockerignore_keeps_what_the_build_needs() -> None:
     lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
     assert lines[0] == "**", "allow-list: everything is excluded unless named"
-    for needed in ("pyproject.toml", "README.md", "worker/", "trainer/"):
+    for needed in ("constraints.txt", "pyproject.toml", "README.md", "LICENSE", "worker/", "trainer/"):
         assert f"!{needed}" in lines
     assert "**/*.safetensors" in lines
+    for included in (line[1:] for line in lines if line.startswith("!")):
+        assert (ROOT / included).exists(), f".dockerignore re-includes {included}, which does not exist"

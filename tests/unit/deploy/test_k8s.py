@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,11 @@ def test_kustomization_files_exist(kustomization: dict[str, Any]) -> None:
     for name in kustomization["resources"]:
         assert (K8S / name).is_file(), name
     assert kustomization["namespace"] == load(K8S / "namespace.yaml")[0]["metadata"]["name"]
-    component = load(K8S / "components/sasl/kustomization.yaml")[0]
-    assert component["kind"] == "Component"
-    for name in component["resources"]:
-        assert (K8S / "components/sasl" / name).is_file(), name
+    for folder in sorted((K8S / "components").iterdir()):
+        component = load(folder / "kustomization.yaml")[0]
+        assert component["kind"] == "Component", folder.name
+        for name in component.get("resources", []):
+            assert (folder / name).is_file(), f"{folder.name}: {name}"
 
 
 def test_configmap_holds_only_valid_worker_settings(config: dict[str, str], settings: Settings) -> None:
@@ -240,3 +242,28 @@ def test_sasl_component_gives_keda_the_workers_secret(container: dict[str, Any])
     ops = yaml.safe_load(patch["patch"])
     ref = {"name": auth["metadata"]["name"]}
     assert {"op": "add", "path": "/spec/triggers/0/authenticationRef", "value": ref} in ops
+
+
+def doc_table(heading: str, first_column: str) -> dict[str, str]:
+    """A two-column table of docs/DEPLOY.md under `heading` whose header starts with `first_column`."""
+    text = (K8S.parents[1] / "docs/DEPLOY.md").read_text()
+    section = text[text.index(heading):]
+    section = section[section.index(f"| {first_column}"):]
+    rows: dict[str, str] = {}
+    for line in section.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        left, right = (cell.strip().strip("`") for cell in line.strip("|").split("|"))
+        rows[left] = right
+    return rows
+
+
+def test_docs_map_every_sasl_mechanism_and_protocol_to_keda() -> None:
+    mechanisms = doc_table("### Kafka security", "`NOTIF_SASL_MECHANISM`")
+    protocols = doc_table("### Kafka security", "`NOTIF_SECURITY_PROTOCOL`")
+    sasl_field = Settings.model_fields["sasl_mechanism"].annotation
+    assert set(mechanisms) == set(typing.get_args(typing.get_args(sasl_field)[0]))
+    assert set(mechanisms.values()) <= {"plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"}
+    assert protocols == {"SASL_PLAINTEXT": "disable", "SASL_SSL": "enable"}
+    example = load(K8S / "secret.example.yaml")[0]["stringData"]
+    assert example["sasl"] in mechanisms.values() and example["tls"] in protocols.values()

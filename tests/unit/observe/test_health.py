@@ -38,6 +38,18 @@ def test_liveness_fails_when_the_loop_or_a_model_call_stalls() -> None:
     assert state.live()[0]
 
 
+def test_a_start_up_step_is_live_however_long_it_takes() -> None:
+    clock = Clock()
+    state = HealthState(liveness_timeout_s=10, clock=clock)
+    state.starting("loading the model")
+    clock.now += 600  # a first download of the model
+    assert state.live() == (True, "starting: loading the model")
+    state.started()
+    assert state.live() == (True, "ok"), "liveness counts from the end of start-up"
+    clock.now += 11
+    assert not state.live()[0]
+
+
 def test_readiness_needs_model_broker_and_partitions() -> None:
     state = HealthState(liveness_timeout_s=10)
     assert state.ready() == (False, "the model is not loaded")
