@@ -23,8 +23,8 @@ from trainer.data import Example
 from worker.contract import (
     FOLDERS,
     PRIORITIES,
+    PromptTokens,
     format_answer,
-    prompt_frame,
     render_training_text,
     render_user_message,
 )
@@ -78,8 +78,9 @@ class Encoder:
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
         self.eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-        self.prefix_text = prompt_frame(tokenizer)[0]  # the classifier's cut
-        self.prefix: tuple[int, ...] = tuple(tokenizer.encode(self.prefix_text, add_special_tokens=False))
+        self.prompt_tokens = PromptTokens.of(tokenizer)  # the classifier's cut and its tokenization
+        self.prefix_text = self.prompt_tokens.prefix_text
+        self.prefix: tuple[int, ...] = self.prompt_tokens.prefix
         self._completions: dict[tuple[str, int], tuple[tuple[int, ...], ...]] = {}
 
     def encode(self, example: Example) -> Encoded:
@@ -88,7 +89,7 @@ class Encoder:
         prompt, completion = render_training_text(self.tokenizer, user, answer)
         if not prompt.startswith(self.prefix_text):
             raise EncodingError("the prompt does not start with the shared system prefix")
-        prompt_ids = tuple(self.tokenizer.encode(prompt[len(self.prefix_text):], add_special_tokens=False))
+        prompt_ids = self.prompt_tokens.suffix(user)  # sender text split: a typed <|im_end|> stays characters
         trained, tail, folders, priorities = self._completion(example.folder, example.priority, completion)
         return Encoded(prompt_ids, trained, tail, folders, priorities, example.folder, example.priority)
 

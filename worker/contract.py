@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +47,12 @@ Respond with ONLY a JSON object: {"folder": "<folder>", "priority": <1-3>}"""
 CHAT_TEMPLATE_KWARGS: dict[str, Any] = {"enable_thinking": False}
 
 TRUNCATION_MARK = " …"
+
+# The most UTF-8 bytes one Qwen3 token stands for (a run of 128 spaces; tests/integration/test_prompt_parity.py reads
+# the vocabulary). A message within the token budget so has at most budget x this many bytes, so a field
+# longer than that many characters needs cutting anyway: render_user_message cuts it there before
+# tokenizing, which bounds the tokenizer's work on the event loop whatever the message size.
+MAX_TOKEN_BYTES = 128
 
 RejectReason = Literal[
     "too_large",
@@ -80,11 +88,14 @@ class AnswerParseError(ContractError):
 class Tokenizer(Protocol):
     """The slice of a Hugging Face tokenizer the contract needs."""
 
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+    def encode(self, text: str, add_special_tokens: bool = ..., **kwargs: Any) -> list[int]: ...
 
     def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
 
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+    @property
+    def backend_tokenizer(self) -> Any: ...
 
 
 class Notification(BaseModel):
@@ -249,7 +260,9 @@ def render_user_message(
     # Byte-level BPE (Qwen's) never makes more tokens than UTF-8 bytes: short texts need no counting.
     if tokenizer is None or max_tokens is None or len(text.encode("utf-8")) <= max_tokens:
         return text, False
-    truncated = False
+    bound = max_tokens * MAX_TOKEN_BYTES  # characters; more means more bytes, so more tokens than the budget
+    truncated = any(len(value) > bound for value in fields.values())
+    fields = {label: value[:bound] for label, value in fields.items()}
     for label in ("Body", "Title", "From", "App"):
         excess = _count(tokenizer, _join(fields)) - max_tokens
         if excess <= 0:
@@ -268,14 +281,14 @@ def _join(fields: dict[str, str]) -> str:
 
 
 def _count(tokenizer: Tokenizer, text: str) -> int:
-    return len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+    return len(encode_text(tokenizer, text)) if text else 0
 
 
 def _shorten(tokenizer: Tokenizer, text: str, excess: int) -> tuple[str, bool]:
     """Drop about ``excess`` tokens (plus room for the mark) from the end of one field."""
     if not text:
         return text, False
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    ids = encode_text(tokenizer, text)
     keep = len(ids) - excess - 2  # 2: the mark, and one token of slack for merges at the cut
     if keep <= 0:
         return "", True
@@ -314,6 +327,61 @@ def prompt_frame(tokenizer: Tokenizer) -> tuple[str, str, str]:
     cut = probe.index(USER_TURN) + len("<|im_start|>")
     before, after = probe[cut:].split(_USER_SLOT)
     return probe[:cut], before, after
+
+
+def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Tokens of text a sender wrote: no special or added token, so a typed `<|im_end|>` stays characters.
+
+    Every notification field goes through here (counting, truncation, prompts), in serving, evaluation
+    and training alike: sender text can never open, close or fake a turn of the chat template. Hugging
+    Face's `split_special_tokens=True` is not enough: it splits only tokens marked special, so `<think>`,
+    `</think>` and `<tool_call>` would still become control ids; and it flips a flag on the shared Rust
+    tokenizer, which the event loop and the inference thread use at the same time. The same BPE with no
+    added tokens at all has neither problem.
+    """
+    plain = _PLAIN_BPE.get(tokenizer)
+    if plain is None:
+        plain = _PLAIN_BPE[tokenizer] = _without_added_tokens(tokenizer)
+    return list(plain.encode(text, add_special_tokens=False).ids)
+
+
+_PLAIN_BPE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # a cache: one per tokenizer
+
+
+def _without_added_tokens(tokenizer: Tokenizer) -> Any:
+    """The tokenizer's own normalizer, pre-tokenizer and BPE, with its added (special and control) tokens removed."""
+    from tokenizers import Tokenizer as RustTokenizer  # transformers' own dependency; not needed to decode input
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec["added_tokens"] = []
+    return RustTokenizer.from_str(json.dumps(spec))
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """The one way a prompt is tokenized: the frame's own tokens around the user message's plain ones.
+
+    ``prefix`` (the system turn) is shared by every prompt; ``suffix(user_message)`` is the rest, up to
+    where the answer starts. For a message without special-token text, prefix + suffix equals the
+    tokens of render_prompt's text: the frame's pieces end or start at special tokens or at a newline,
+    where the tokenizer splits anyway (tests/integration/test_prompt_parity.py proves it).
+    """
+
+    prefix_text: str
+    prefix: tuple[int, ...]
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    tokenizer: Tokenizer
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> PromptTokens:
+        prefix, before, after = prompt_frame(tokenizer)
+        encode_text(tokenizer, before)  # builds the plain BPE now (seconds), not on the event loop's first count
+        ids = [tuple(tokenizer.encode(part, add_special_tokens=False)) for part in (prefix, before, after)]
+        return cls(prefix_text=prefix, prefix=ids[0], before=ids[1], after=ids[2], tokenizer=tokenizer)
+
+    def suffix(self, user_message: str) -> tuple[int, ...]:
+        return (*self.before, *encode_text(self.tokenizer, user_message), *self.after)
 
 
 def render_training_text(tokenizer: Tokenizer, user_message: str, answer: str) -> tuple[str, str]:

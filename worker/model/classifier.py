@@ -27,8 +27,8 @@ from worker.contract import (
     ClassificationResult,
     Confidence,
     Notification,
+    PromptTokens,
     parse_answer,
-    prompt_frame,
     render_user_message,
 )
 from worker.model.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
@@ -67,8 +67,8 @@ class Classifier:
         self.eos_id: int = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
         self.pad_id: int = self.tokenizer.pad_token_id
         self.trie = AnswerTrie(lambda text: self.tokenizer.encode(text, add_special_tokens=False), self.eos_id)
-        prefix, self._before, self._after = prompt_frame(self.tokenizer)
-        self.prefix_ids: list[int] = self.tokenizer.encode(prefix, add_special_tokens=False)
+        self.prompt_tokens = PromptTokens.of(self.tokenizer)  # sender text tokenized as text, never as specials
+        self.prefix_ids: list[int] = list(self.prompt_tokens.prefix)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._lock = threading.Lock()
         self._cache_kwarg = _cache_kwarg(self.model)
@@ -97,8 +97,7 @@ class Classifier:
 
     def _prepare(self, notification: Notification) -> Prompt:
         user, truncated = render_user_message(notification, self.tokenizer, self.settings.max_input_tokens)
-        suffix = self.tokenizer.encode(self._before + user + self._after, add_special_tokens=False)
-        return Prompt(tuple(suffix), truncated)
+        return Prompt(self.prompt_tokens.suffix(user), truncated)
 
     def count_tokens(self, notification: Notification) -> int:
         return len(self.prefix_ids) + len(self.prepare(notification).suffix_ids)
