@@ -7,6 +7,7 @@ with frozen random embeddings must learn, through LoRA alone, to read the notifi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,7 +37,8 @@ def build_learner(out: Path, tokenizer_dir: Path) -> Path:
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(Qwen3Config(**QWEN3_TINY))
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, 1.0)
+        embeddings: Any = model.get_input_embeddings()
+        embeddings.weight.normal_(0.0, 1.0)
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(out))
     return out

@@ -45,7 +45,7 @@ async def test_serve_classifies_with_the_tiny_model(
         assert result.id == key.decode()
         assert result.folder in FOLDERS and result.priority in PRIORITIES
         assert result.decoding == "constrained" and result.model != "instant"
-        assert 0.0 <= result.confidence.folder <= 1.0
+        assert result.confidence.folder is not None and 0.0 <= result.confidence.folder <= 1.0
     reasons = [(r.key, r.value, dict(r.headers)["notif.error.reason"]) for r in dead]
     assert reasons == [(b"bad", b"[]", b"not_an_object")]
     assert status == 200

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -29,7 +30,7 @@ class PoisonClassifier(InstantClassifier):
 
 
 @pytest.fixture
-def thread() -> InferenceThread:
+def thread() -> Iterator[InferenceThread]:
     runner = InferenceThread()
     yield runner
     runner.stop()
@@ -69,7 +70,12 @@ async def test_a_wrong_result_count_is_a_failure(thread: InferenceThread) -> Non
 
 async def test_thread_runs_calls_in_order_off_the_loop(thread: InferenceThread) -> None:
     seen: list[int] = []
-    futures = [thread.submit(lambda i=i: seen.append(i) or i) for i in range(20)]
+
+    def call(i: int) -> int:
+        seen.append(i)
+        return i
+
+    futures = [thread.submit(functools.partial(call, i)) for i in range(20)]
     assert [await f for f in futures] == list(range(20))
     assert seen == list(range(20))
     assert await thread.submit(threading.current_thread) is not threading.current_thread()
