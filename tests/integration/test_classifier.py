@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
+from transformers import DynamicCache
 
-from worker.contract import Notification, render_prompt, render_user_message
+from worker.contract import FOLDERS, PRIORITIES, Notification, format_answer, render_prompt, render_user_message
 from worker.model.classifier import Classifier
 from worker.model.loading import load_model
 from worker.settings import Settings
@@ -45,32 +48,89 @@ def classifier(tiny_model_dir: Any) -> Classifier:
     return Classifier.from_settings(settings)
 
 
+@dataclass(frozen=True)
+class Oracle:
+    """The README's definitions computed from scratch: a plain forward over the whole prompt and each answer."""
+
+    answer: tuple[str, int]  # greedy decoding restricted to the valid answers
+    folder: float  # P(chosen folder), renormalised over the valid answers
+    priority: float  # P(chosen priority | chosen folder)
+
+
+def answer_sequences(tokenizer: Any) -> dict[tuple[str, int], list[int]]:
+    """Each valid answer encoded on its own: encode(format_answer(f, p)) + <|im_end|> (no trie involved)."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return {(f, p): [*tokenizer.encode(format_answer(f, p), add_special_tokens=False), end]
+            for f in FOLDERS for p in PRIORITIES}
+
+
+def oracle(classifier: Classifier, notification: Notification) -> Oracle:
+    tokenizer = classifier.tokenizer
+    user, _ = render_user_message(notification, tokenizer, classifier.settings.max_input_tokens)
+    prompt = tokenizer.encode(render_prompt(tokenizer, user), add_special_tokens=False)  # the whole prompt text
+    answers = answer_sequences(tokenizer)
+    width = max(len(sequence) for sequence in answers.values())
+    device = classifier.device
+    ids = torch.tensor([seq + [classifier.pad_id] * (width - len(seq)) for seq in answers.values()], device=device)
+    mask = torch.tensor([[1] * (len(prompt) + len(seq)) + [0] * (width - len(seq)) for seq in answers.values()],
+                        device=device)
+    vocabulary = sorted({t for seq in answers.values() for t in seq})  # the output layer is read only here
+    column = {token: i for i, token in enumerate(vocabulary)}
+    body, head = classifier.model.model, classifier.model.lm_head.weight[vocabulary]
+    with torch.inference_mode():  # the whole prompt, then every answer teacher-forced after it (HF's own cache)
+        cache = DynamicCache()
+        name = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+        last = body(input_ids=torch.tensor([prompt], device=device), use_cache=True, **{name: cache})
+        cache.batch_repeat_interleave(len(answers))
+        rest = body(input_ids=ids, attention_mask=mask, use_cache=True, **{name: cache}).last_hidden_state
+        hidden = torch.cat([last.last_hidden_state[:, -1:].expand(len(answers), -1, -1), rest], dim=1)
+        logits = (hidden @ head.T).float().cpu()  # [12, answer length + 1, T]: position t predicts token t
+
+    def allowed(prefix: list[int]) -> list[int]:
+        return sorted({seq[len(prefix)] for seq in answers.values()
+                       if seq[:len(prefix)] == prefix and len(seq) > len(prefix)})
+
+    def step_logits(prefix: list[int]) -> torch.Tensor:  # logits after the prompt + prefix (any row that has it)
+        row = next(i for i, seq in enumerate(answers.values()) if seq[:len(prefix)] == prefix)
+        return logits[row, len(prefix)]
+
+    probability = {}
+    for key, sequence in answers.items():  # the restricted probability of each whole answer
+        p = 1.0
+        for t, token in enumerate(sequence):
+            choices = allowed(sequence[:t])
+            restricted = step_logits(sequence[:t])[[column[c] for c in choices]]
+            p *= torch.softmax(restricted, 0)[choices.index(token)].item()
+        probability[key] = p
+    prefix: list[int] = []
+    while not any(seq == prefix for seq in answers.values()):
+        choices = allowed(prefix)
+        scores = step_logits(prefix)[[column[c] for c in choices]].tolist()
+        prefix.append(choices[max(range(len(choices)), key=lambda i: (scores[i], -i))])  # ties: lowest id
+    answer = next(key for key, seq in answers.items() if seq == prefix)
+    folder = sum(v for (f, _), v in probability.items() if f == answer[0])
+    return Oracle(answer, folder, probability[answer] / folder)
+
+
 def restricted_greedy(classifier: Classifier, notification: Notification) -> tuple[str, int]:
-    """The reference definition: HF generate, greedy, allowed tokens limited to the valid answers' trie."""
-    user, _ = render_user_message(notification, classifier.tokenizer, classifier.settings.max_input_tokens)
-    ids = classifier.tokenizer(render_prompt(classifier.tokenizer, user), return_tensors="pt",
-                               add_special_tokens=False).input_ids.to(classifier.device)
-    start = ids.shape[1]
-    out = classifier.model.generate(
-        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=24,
-        pad_token_id=classifier.pad_id, eos_token_id=classifier.eos_id,
-        prefix_allowed_tokens_fn=lambda _, seq: classifier.trie.allowed(seq[start:].tolist()),
-    )
-    tokens = out[0, start:].tolist()
-    for answer, sequence in classifier.trie.sequences.items():
-        if tokens == sequence:
-            return answer
-    raise AssertionError(f"restricted generation left the trie: {tokens}")
+    return oracle(classifier, notification).answer
 
 
-def test_constrained_equals_restricted_greedy_generation(classifier: Classifier) -> None:
+def test_constrained_equals_restricted_greedy_and_confidence_is_the_readme_definition(
+        classifier: Classifier) -> None:
     notifications = varied_notifications(200)
     results = classifier.classify(notifications)
-    expected = [restricted_greedy(classifier, n) for n in notifications]
+    expected = [oracle(classifier, n) for n in notifications]
     got = [(r.folder, r.priority) for r in results]
-    assert got == expected
+    assert got == [e.answer for e in expected]
     # A random model is the hard case only if its answers vary with the input.
     assert len(set(got)) >= 3
+    for result, truth in zip(results, expected, strict=True):
+        assert result.confidence.folder == pytest.approx(truth.folder, abs=2e-4)
+        assert result.confidence.priority == pytest.approx(truth.priority, abs=2e-4)
+        assert result.priority_label == {1: "Low", 2: "Medium", 3: "High"}[result.priority]
+    # Confidence moves with the input: a constant stand-in would fail here as well as above.
+    assert len({round(r.confidence.folder or 0, 3) for r in results}) > 10
 
 
 def test_results_do_not_depend_on_batching(classifier: Classifier, make_settings: Callable[..., Settings]

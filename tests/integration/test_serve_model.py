@@ -113,7 +113,7 @@ def expect_known_values(scrape: dict[Any, float], topics: Topics, values: list[b
         assert value(scrape, "notif_consumer_lag", topic=topics.input, partition=partition) == 0
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(model))
     frame = PromptTokens.of(tokenizer)
     tokens = [len(frame.prefix) + len(frame.suffix(render_user_message(decode_notification(v), tokenizer, 384)[0]))
               for v in values]

@@ -11,8 +11,10 @@ from worker.dev.instant import InstantClassifier
 
 # The README: "priority (1 low, 2 medium, 3 high)" and the label beside it.
 LABELS = {1: "Low", 2: "Medium", 3: "High"}
-TYPES = {"id": (str, type(None)), "folder": str, "priority": int, "priority_label": str, "confidence": dict,
-         "decoding": str, "truncated": bool, "model": str, "contract_version": str}
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": (str, type(None)), "folder": str, "priority": int, "priority_label": str, "confidence": dict,
+    "decoding": str, "truncated": bool, "model": str, "contract_version": str,
+}
 
 
 def readme_example() -> dict[str, object]:
