@@ -419,7 +419,7 @@ def parse_answer(text: str) -> tuple[str, int]:
     folder, priority = value["folder"], value["priority"]
     if folder not in FOLDERS:
         raise AnswerParseError(f"unknown folder {folder!r}")
-    if isinstance(priority, bool) or priority not in PRIORITIES:
+    if type(priority) is not int or priority not in PRIORITIES:  # not True, not 3.0: the integer we trained
         raise AnswerParseError(f"priority must be 1, 2 or 3, got {priority!r}")
     return folder, int(priority)
 
