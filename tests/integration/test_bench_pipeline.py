@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 def test_bench_pipeline_writes_both_sides(broker: str, tmp_path: Path) -> None:
     out = tmp_path / "pipeline.json"
+    started = time.monotonic()
     assert main(["bench", "pipeline", "--bootstrap", broker, "--n", "300", "--repeat", "1",
                  "--json", str(out), "--plot", str(tmp_path / "pipeline.png")]) == 0
+    wall = time.monotonic() - started
     report = json.loads(out.read_text())
     assert report["machine"]["cpu"] and report["machine"]["gpu"]
     assert report["n"] == 300 and report["broker"] == broker
@@ -23,19 +26,24 @@ def test_bench_pipeline_writes_both_sides(broker: str, tmp_path: Path) -> None:
     for run in report["runs"]:
         assert run["outputs"] == 300  # every message got exactly one result
         assert run["seconds"] > 0 and run["msgs_per_s"] > 0 and run["cpu_us_per_msg"] > 0
-    assert report["worker_msgs_per_s"] > 0 and report["bare_msgs_per_s"] > 0
-    assert report["ratio"] == pytest.approx(report["worker_msgs_per_s"] / report["bare_msgs_per_s"], abs=1e-3)
+    # The timings are of these runs: together no longer than the command took (a wrong clock or unit fails),
+    # and each rate is the messages over the run's own time.
+    assert sum(run["seconds"] for run in report["runs"]) <= wall
+    for run in report["runs"]:
+        assert run["msgs_per_s"] == pytest.approx(run["outputs"] / run["seconds"], rel=0.02)
     assert (tmp_path / "pipeline.png").stat().st_size > 0
 
 
 def test_bench_latency_reads_the_worker_histogram(broker: str, tmp_path: Path) -> None:
     out = tmp_path / "latency.json"
-    assert main(["bench", "latency", "--bootstrap", broker, "--rates", "100,50", "--seconds", "1.5",
+    # Rates far below what the instant classifier moves here (thousands/s): saturation would be a real defect,
+    # not the loaded 2-core machine.
+    assert main(["bench", "latency", "--bootstrap", broker, "--rates", "20,10", "--seconds", "1.5",
                  "--json", str(out), "--plot", str(tmp_path / "latency.png")]) == 0
     report = json.loads(out.read_text())
     assert report["classifier"].startswith("instant")
     phases = report["phases"]
-    assert [phase["rate"] for phase in phases] == [50, 100]  # ascending
+    assert [phase["rate"] for phase in phases] == [10, 20]  # ascending
     for phase in phases:
         assert phase["sent"] > 0
         assert phase["latency_count"] == phase["sent"]  # every message of the phase, and only those

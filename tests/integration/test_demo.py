@@ -108,6 +108,15 @@ async def test_produce_synthetic_stops_when_asked(broker: str) -> None:
         {"kafka_bootstrap_servers": broker, "input_topic": topic, "producer_idempotence": False}
     )
     stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.5, stop.set)
-    sent = await asyncio.wait_for(produce_synthetic(settings, rate=10, stop=stop, seed=1), 10)
-    assert 1 <= sent <= 10
+    seen: list[str] = []
+
+    def on_sent(notification: dict[str, str]) -> None:  # event-driven: stop once 3 are acknowledged
+        seen.append(notification["id"])
+        if len(seen) == 3:
+            stop.set()
+
+    started = time.monotonic()
+    sent = await asyncio.wait_for(produce_synthetic(settings, rate=10, stop=stop, seed=1, on_sent=on_sent), 60)
+    # it stops: nothing is sent after the stop; what was already handed over is confirmed (paced: 10/s at most)
+    assert 3 <= sent <= 10 * (time.monotonic() - started) + 2 and sent == len(seen)
+    assert len(await read_all(broker, topic, at_least=sent)) == sent

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -31,10 +33,38 @@ class BrokerStartError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, for a process started next to listen on.
+
+    The port is released before that process binds it, so it is drawn from outside the kernel's ephemeral
+    range: bind(0) and outgoing connections of other processes (six test runs share a machine) never get it
+    in between, and this process never hands the same port out twice.
+    """
+    low, high = _ephemeral_range()
+    for _ in range(200):
+        port = _PORT_RNG.randrange(PORT_POOL[0], PORT_POOL[1])
+        if low <= port <= high or port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue  # taken: draw again
+        _HANDED_OUT.add(port)
+        return port
+    raise BrokerStartError(f"no free port in {PORT_POOL} outside the ephemeral range {low}-{high}")
+
+
+PORT_POOL = (20000, 32768)  # below Linux's default ephemeral range (32768-60999)
+_HANDED_OUT: set[int] = set()
+_PORT_RNG = random.Random()  # its own generator: a test that seeds `random` does not make two runs collide
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
