@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Qwen3 tokenizer, a tiny random-weight Qwen3, fresh settings."""
+"""Shared fixtures: the real Qwen3 tokenizer, a tiny random-weight Qwen3, settings and classifiers for it,
+the poison classifier and the environment of a subprocess (one home each; see tests/support.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import PoisonClassifier, subprocess_env
 from worker.dev.models import build_random_qwen3
 from worker.dev.tokenizer import cache_root, fetch_qwen3_tokenizer
 from worker.settings import Settings
@@ -33,7 +35,7 @@ def tiny_model_dir(tokenizer_dir: Path) -> Path:
                               tokenizer_dir=tokenizer_dir)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_settings(tiny_model_dir: Path) -> Callable[..., Settings]:
     """Settings for the tiny model on the CPU, with overrides; never reads NOTIF_* from the environment."""
 
@@ -42,3 +44,31 @@ def make_settings(tiny_model_dir: Path) -> Callable[..., Settings]:
         return Settings.model_validate({**base, **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    """The real Classifier on the tiny model (CPU, full weights), one per set of setting overrides."""
+    from worker.model.classifier import Classifier
+
+    made: dict[tuple[tuple[str, Any], ...], Classifier] = {}
+
+    def make(**overrides: Any) -> Classifier:
+        key = tuple(sorted(overrides.items()))
+        if key not in made:
+            made[key] = Classifier.from_settings(make_settings(**overrides))
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def poison_classifier() -> PoisonClassifier:
+    """The instant classifier that fails on 'poison' batches and 'untokenizable' counts."""
+    return PoisonClassifier()
+
+
+@pytest.fixture(scope="session")
+def worker_subprocess_env() -> Callable[..., dict[str, str]]:
+    """subprocess_env: this checkout's code, no caller NOTIF_* settings, the hub offline, plus overrides."""
+    return subprocess_env

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import struct
 import subprocess
@@ -24,6 +23,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord
 
+from tests.support import subprocess_env
 from worker.dev.broker import free_port
 
 
@@ -226,8 +226,8 @@ class WorkerProcess:
 
     def __init__(self, env: Mapping[str, str], log_path: Path, args: Sequence[str] = ("--instant-classifier",)):
         self.port = free_port()
-        self.env = {**os.environ, "NOTIF_METRICS_PORT": str(self.port), "NOTIF_METRICS_HOST": "127.0.0.1",
-                    "NOTIF_LOG_FORMAT": "json", **env}
+        self.env = subprocess_env(NOTIF_METRICS_PORT=str(self.port), NOTIF_METRICS_HOST="127.0.0.1",
+                                  NOTIF_LOG_FORMAT="json", **env)
         self.args = list(args)
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None

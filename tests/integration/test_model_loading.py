@@ -97,14 +97,14 @@ def test_adapter_from_another_contract_is_refused(make_settings: Callable[..., S
 
 
 def test_adapter_for_another_base_is_refused(make_settings: Callable[..., Settings], tmp_path: Path,
-                                             tokenizer_dir: Path) -> None:
+                                             tokenizer_dir: Path, tiny_model_dir: Path) -> None:
     from worker.contract import contract_fingerprint
     from worker.dev.models import QWEN3_TINY, build_random_qwen3
 
     other = build_random_qwen3(tmp_path / "other", size="tiny", seed=1, tokenizer_dir=tokenizer_dir)
     config = json.loads((other / "config.json").read_text())
     config.update(hidden_size=96, head_dim=24, intermediate_size=192)
-    assert QWEN3_TINY["hidden_size"] != 96
+    assert json.loads((tiny_model_dir / "config.json").read_text())["hidden_size"] != config["hidden_size"]
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     wider = tmp_path / "wider"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import subprocess_env
+
 pytestmark = pytest.mark.integration
 
 LINES = [
@@ -28,8 +30,7 @@ def run_classify(tiny_model_dir: Path, tmp_path: Path, *extra: str) -> subproces
     return subprocess.run(
         [sys.executable, "-m", "worker", "classify", str(source), "--out", str(tmp_path / "out.jsonl"),
          "--model", str(tiny_model_dir), "--quantization", "none", "--device", "cpu", *extra],
-        capture_output=True, text=True, timeout=240, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
-                                                          "NOTIF_MAX_BATCH_SIZE": "4"},
+        capture_output=True, text=True, timeout=240, env=subprocess_env(NOTIF_MAX_BATCH_SIZE="4"),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +20,6 @@ from worker.contract import (
     render_user_message,
 )
 from worker.model.classifier import Classifier
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,8 @@ SAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_model_dir: Any) -> Classifier:
-    return Classifier.from_settings(Settings.model_validate(
-        {"model": str(tiny_model_dir), "quantization": "none", "device": "cpu"}))
+def classifier(tiny_classifier: Callable[..., Classifier]) -> Classifier:
+    return tiny_classifier()
 
 
 @pytest.mark.parametrize("notification", SAMPLES)

@@ -13,16 +13,33 @@ import urllib.request
 import pytest
 
 from worker.commands.cli import build_parser
+from worker.commands.flags import settings_from_args
 from worker.commands.serve import EXIT_FAILED, EXIT_OK, EXIT_SETTINGS, run, serve
 from worker.dev.instant import InstantClassifier
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 
+# The README: every model flag "overrides its NOTIF_* variable". (flag, value, setting, variable's value)
+FLAGS = [("--model", "m/flag", "model", "m/env"), ("--adapter", "a/flag", "adapter", "a/env"),
+         ("--quantization", "none", "quantization", "nf4"), ("--decoding", "generate", "decoding", "constrained"),
+         ("--device", "cpu", "device", "cuda"), ("--dtype", "float32", "dtype", "bfloat16"),
+         ("--max-batch-size", "7", "max_batch_size", "9")]
 
-def test_serve_is_registered_with_model_flags() -> None:
-    args = build_parser().parse_args(["serve", "--instant-classifier", "--instant-delay-ms", "5", "--device", "cpu"])
-    assert args.func is run
-    assert args.instant_classifier and args.instant_delay_ms == 5.0 and args.device == "cpu"
+
+@pytest.mark.parametrize(("flag", "value", "field", "env_value"), FLAGS)
+def test_a_model_flag_overrides_its_variable_and_the_variable_holds_without_it(
+        monkeypatch: pytest.MonkeyPatch, flag: str, value: str, field: str, env_value: str) -> None:
+    monkeypatch.setenv(f"NOTIF_{field.upper()}", env_value)
+    with_flag = settings_from_args(build_parser().parse_args(["serve", flag, value]))
+    without = settings_from_args(build_parser().parse_args(["serve"]))
+    assert str(getattr(with_flag, field)) == value
+    assert str(getattr(without, field)) == env_value
+
+
+def test_merge_adapter_flag_overrides_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIF_MERGE_ADAPTER", "false")
+    assert settings_from_args(build_parser().parse_args(["serve", "--merge-adapter"])).merge_adapter is True
+    assert settings_from_args(build_parser().parse_args(["serve"])).merge_adapter is False
 
 
 def test_invalid_settings_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

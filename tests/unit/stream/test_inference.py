@@ -8,25 +8,10 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from tests.support import PoisonClassifier
 from worker.contract import ClassificationResult, Notification
 from worker.dev.instant import InstantClassifier
 from worker.stream.inference import InferenceFailure, InferenceThread, ResultCountMismatch, classify_with_split
-
-
-class PoisonClassifier(InstantClassifier):
-    """Fails any batch holding a notification titled 'poison' (like an out-of-memory on a big batch)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[int] = []
-        self.threads: set[str] = set()
-
-    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
-        self.calls.append(len(notifications))
-        self.threads.add(threading.current_thread().name)
-        if any(n.title == "poison" for n in notifications):
-            raise RuntimeError("CUDA out of memory")
-        return super().classify(notifications)
 
 
 @pytest.fixture
@@ -36,8 +21,9 @@ def thread() -> Iterator[InferenceThread]:
     runner.stop()
 
 
-async def test_a_failing_item_is_isolated_and_the_rest_classified(thread: InferenceThread) -> None:
-    classifier = PoisonClassifier()
+async def test_a_failing_item_is_isolated_and_the_rest_classified(thread: InferenceThread,
+                                                                  poison_classifier: PoisonClassifier) -> None:
+    classifier = poison_classifier
     notes = [Notification(id=str(i), title="poison" if i == 5 else f"ok {i}") for i in range(8)]
     errors: list[tuple[int, str]] = []
     outcomes = await classify_with_split(thread, classifier, notes, lambda n, e: errors.append((n, str(e))))
@@ -50,8 +36,8 @@ async def test_a_failing_item_is_isolated_and_the_rest_classified(thread: Infere
     assert classifier.threads == {"notif-inference"}
 
 
-async def test_a_good_batch_is_one_call(thread: InferenceThread) -> None:
-    classifier = PoisonClassifier()
+async def test_a_good_batch_is_one_call(thread: InferenceThread, poison_classifier: PoisonClassifier) -> None:
+    classifier = poison_classifier
     outcomes = await classify_with_split(thread, classifier, [Notification(title="a")] * 5, lambda n, e: None)
     assert classifier.calls == [5] and len(outcomes) == 5
 

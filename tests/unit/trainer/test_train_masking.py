@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,7 +15,7 @@ from trainer.batches import IGNORE, Encoder, collate, epoch_order, label_weights
 from trainer.data import Example
 from trainer.train import batch_loss
 from worker.contract import Notification, format_answer, render_prompt, render_user_message
-from worker.model.loading import EOS_TOKEN
+from worker.model.loading import EOS_TOKEN, load_tokenizer
 
 EXAMPLES = [
     Example(Notification(app="Slack", sender="Ana", title="Review", body="please look at PR #12 today"), "Work", 2),
@@ -24,10 +25,14 @@ EXAMPLES = [
 ]
 
 
+pytestmark = pytest.mark.integration  # the real tokenizer (npm)
+
+
 @pytest.fixture(scope="module")
-def encoder(qwen3_tokenizer: Any) -> Encoder:
-    qwen3_tokenizer.pad_token = "<|endoftext|>"
-    return Encoder(qwen3_tokenizer, max_input_tokens=64)
+def encoder(tokenizer_dir: Path) -> Encoder:
+    """An Encoder on its own tokenizer, loaded as the trainer loads it (pad/eos set there), so no test
+    changes the session's shared tokenizer."""
+    return Encoder(load_tokenizer(str(tokenizer_dir)), max_input_tokens=64)
 
 
 def test_trained_tokens_are_exactly_the_answer_and_end_token(encoder: Encoder, qwen3_tokenizer: Any) -> None:

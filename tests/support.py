@@ -1,0 +1,47 @@
+"""Test doubles and set-up shared by several test files (the fixtures in tests/conftest.py hand them out)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.contract import ClassificationResult, Notification
+from worker.dev.instant import InstantClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+# NOTIF_* variables that configure the test machinery, not the worker: a subprocess keeps them.
+TEST_VARIABLES = ("NOTIF_CACHE_DIR", "NOTIF_TOKENIZER_DIR", "NOTIF_TEST_BOOTSTRAP", "NOTIF_TEST_ALLOW_SKIPS")
+
+
+class PoisonClassifier(InstantClassifier):
+    """The instant classifier, failing like a model would: any batch holding a notification titled 'poison'
+    raises (an out-of-memory on a big batch), and counting 'untokenizable' raises (a tokenizer failure)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
+        self.calls: list[int] = []  # the size of every classify call
+        self.threads: set[str] = set()  # the threads that called it
+
+    def count_tokens(self, notification: Notification) -> int:
+        if notification.title == "untokenizable":
+            raise ValueError("tokenizer failed")
+        return super().count_tokens(notification)
+
+    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        self.calls.append(len(notifications))
+        self.threads.add(threading.current_thread().name)
+        if any(n.title == "poison" for n in notifications):
+            raise RuntimeError("CUDA out of memory")
+        return super().classify(notifications)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a `python -m worker|trainer` subprocess: this checkout's code first on the path,
+    none of the caller's NOTIF_* settings (the test says what it wants), the hub offline; then ``extra``."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("NOTIF_") or key in TEST_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env["HF_HUB_OFFLINE"] = "1"
+    return {**env, **extra}
