@@ -96,6 +96,7 @@ def test_training_tokens_are_what_the_classifier_scores(trained: dict[str, Any],
         assert list(item.trained) == [*answer, classifier.eos_id]
 
 
+@pytest.mark.timeout(900)  # two evaluations and a re-count on a loaded 2-core box: minutes
 def test_eval_report_has_every_field(trained: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
     common = ["--model", str(tiny_model_dir), "--quantization", "none", "--device", "cpu", "--data",
               str(trained["test"]), "--no-progress"]
