@@ -14,8 +14,6 @@ from transformers import DynamicCache
 
 from worker.contract import FOLDERS, PRIORITIES, Notification, format_answer, render_prompt, render_user_message
 from worker.model.classifier import Classifier
-from worker.model.loading import load_model
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -187,12 +185,11 @@ def test_generate_mode_falls_back_to_the_constrained_answer(tiny_classifier: Cal
         (r.folder, r.priority) for r in classifier.classify(notifications)]
 
 
-def test_nf4_runs_on_the_cpu(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(quantization="nf4", max_input_tokens=64)
-    nf4 = Classifier.from_settings(settings)
+def test_nf4_runs_on_the_cpu(tiny_classifier: Callable[..., Classifier]) -> None:
+    nf4 = tiny_classifier(quantization="nf4", max_input_tokens=64)
     assert "Linear4bit" in type(nf4.model.model.layers[0].self_attn.q_proj).__name__
     for decoding in ("constrained", "generate"):
-        runner = Classifier(load_model(settings), settings.with_overrides(decoding=decoding))
+        runner = tiny_classifier(quantization="nf4", max_input_tokens=64, decoding=decoding)
         results = runner.classify(varied_notifications(6, seed=11))
         assert len(results) == 6
         assert all(r.folder in {"Work", "Personal", "Promotions", "Alerts"} for r in results)

@@ -20,7 +20,6 @@ from trainer.synth import iter_raw_notifications, write_split
 from trainer.train import train
 from worker.contract import contract_fingerprint, format_answer
 from worker.model.classifier import Classifier
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +96,8 @@ def test_training_tokens_are_what_the_classifier_scores(trained: dict[str, Any],
 
 
 @pytest.mark.timeout(900)  # two evaluations and a re-count on a loaded 2-core box: minutes
-def test_eval_report_has_every_field(trained: dict[str, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_eval_report_has_every_field(trained: dict[str, Any], tiny_model_dir: Path, tmp_path: Path,
+                                     tiny_classifier: Callable[..., Classifier]) -> None:
     common = ["--model", str(tiny_model_dir), "--quantization", "none", "--device", "cpu", "--data",
               str(trained["test"]), "--no-progress"]
     assert main(["eval", *common, "--adapter", str(trained["adapter"]), "--out", str(tmp_path / "a")]) == 0
@@ -112,10 +112,8 @@ def test_eval_report_has_every_field(trained: dict[str, Any], tiny_model_dir: Pa
     for name in ("report.md", "confusion_folder.png", "confusion_priority.png"):
         assert (tmp_path / "a" / name).is_file()
     # The figures are this run's: recomputed here from the worker's own answers on the same 60 examples.
-    settings = Settings(model=str(tiny_model_dir), adapter=str(trained["adapter"]), quantization="none",
-                        device="cpu")
     examples = read_dataset(trained["test"]).examples
-    answers = Classifier.from_settings(settings).classify([e.notification for e in examples])
+    answers = tiny_classifier(adapter=str(trained["adapter"])).classify([e.notification for e in examples])
     folder = sum(a.folder == e.folder for a, e in zip(answers, examples, strict=True)) / len(examples)
     priority = sum(a.priority == e.priority for a, e in zip(answers, examples, strict=True)) / len(examples)
     assert first["accuracy"]["folder"] == pytest.approx(folder, abs=1e-4)
