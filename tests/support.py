@@ -17,11 +17,14 @@ TEST_VARIABLES = ("NOTIF_CACHE_DIR", "NOTIF_TOKENIZER_DIR", "NOTIF_TEST_BOOTSTRA
 
 class PoisonClassifier(InstantClassifier):
     """The instant classifier, failing like a model would: any batch holding a notification titled 'poison'
-    raises (an out-of-memory on a big batch), and counting 'untokenizable' raises (a tokenizer failure)."""
+    raises (an out-of-memory on a big batch), counting 'untokenizable' raises (a tokenizer failure), and
+    while ``broken`` is set every call raises (a lost CUDA context)."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         super().__init__(delay_s=delay_s)
-        self.calls: list[int] = []  # the size of every classify call
+        self.broken = threading.Event()
+        self.calls = 0  # classify calls so far
+        self.sizes: list[int] = []  # the size of every classify call
         self.threads: set[str] = set()  # the threads that called it
 
     def count_tokens(self, notification: Notification) -> int:
@@ -30,8 +33,11 @@ class PoisonClassifier(InstantClassifier):
         return super().count_tokens(notification)
 
     def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
-        self.calls.append(len(notifications))
+        self.calls += 1
+        self.sizes.append(len(notifications))
         self.threads.add(threading.current_thread().name)
+        if self.broken.is_set():
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
         if any(n.title == "poison" for n in notifications):
             raise RuntimeError("CUDA out of memory")
         return super().classify(notifications)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from tests.integration.kafka_helpers import Topics
-from worker.contract import ClassificationResult, Notification
+from tests.support import PoisonClassifier  # noqa: F401  (re-exported: the broker tests' poison)
 from worker.dev.instant import InstantClassifier
 from worker.observe.health import HealthServer, HealthState
 from worker.observe.metrics import Metrics
@@ -23,29 +22,6 @@ from worker.settings import Settings
 from worker.stream.inference import InferenceThread
 from worker.stream.kafka_io import KafkaClients
 from worker.stream.pipeline import Pipeline
-
-
-class PoisonClassifier(InstantClassifier):
-    """Raises on any batch holding a notification titled 'poison', as a model out of memory would;
-    while ``broken`` is set it raises on every call, as a lost CUDA context would."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.broken = threading.Event()
-        self.calls = 0
-
-    def count_tokens(self, notification: Notification) -> int:
-        if notification.title == "untokenizable":
-            raise ValueError("tokenizer failed")
-        return super().count_tokens(notification)
-
-    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
-        self.calls += 1
-        if self.broken.is_set():
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        if any(n.title == "poison" for n in notifications):
-            raise RuntimeError("CUDA out of memory")
-        return super().classify(notifications)
 
 
 def settings_for(topics: Topics, bootstrap: str, **extra: Any) -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,15 +18,10 @@ from tests.integration.kafka_helpers import (
     produce,
     read_all,
 )
-from tests.integration.pipeline_helpers import PoisonClassifier
+from tests.integration.pipeline_helpers import running_worker, settings_for
+from tests.support import PoisonClassifier
 from worker.contract import decode_notification
 from worker.dev.instant import InstantClassifier
-from worker.observe.health import HealthState
-from worker.observe.metrics import Metrics
-from worker.settings import Settings
-from worker.stream.inference import InferenceThread
-from worker.stream.kafka_io import KafkaClients
-from worker.stream.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -59,23 +53,13 @@ INVALID: list[tuple[bytes | None, bytes | None, str]] = [
 ]
 
 
-async def test_every_kind_of_input(broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
+async def test_every_kind_of_input(broker: str, make_topics: Callable[..., Awaitable[Topics]],
+                                   poison_classifier: PoisonClassifier) -> None:
     topics = await make_topics(partitions=2)
-    settings = Settings.model_validate({
-        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
-        "max_message_bytes": MAX_BYTES, "commit_interval_ms": 50, "max_wait_ms": 50,
-    })
+    settings = settings_for(topics, broker, max_message_bytes=MAX_BYTES, max_wait_ms=50)
     messages = [*VALID, *[(key, value) for key, value, _ in INVALID]]
     sent = await produce(broker, topics.input, messages, headers=[("trace-id", b"t-1")], partitions=2)
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    health = HealthState(liveness_timeout_s=30)
-    health.model_loaded = True
-    thread = InferenceThread()
-    pipeline = Pipeline(settings, PoisonClassifier(), KafkaClients(settings), thread, metrics, health)
-    stop = asyncio.Event()
-    running = asyncio.create_task(pipeline.run(stop))
-    try:
+    async with running_worker(settings, poison_classifier) as worker:
         outputs = await read_all(broker, topics.output, at_least=len(VALID), timeout_s=40)
         dead = await read_all(broker, topics.dlq, at_least=len(INVALID), timeout_s=10)
         ends = {p: 1 + max(s.offset for s in sent if s.partition == p) for p in (0, 1)}
@@ -84,11 +68,8 @@ async def test_every_kind_of_input(broker: str, make_topics: Callable[..., Await
             return await committed(broker, topics.group, topics.input) == ends
 
         await eventually(all_committed, 15, "every input offset committed")
-        assert health.ready() == (True, "ok")
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 40)
-        thread.stop()
+        assert worker.health.ready() == (True, "ok")
+    registry = worker.registry
 
     expect_outputs(outputs, sent[: len(VALID)])
     expect_dead_letters(dead, sent[len(VALID):], topics.input)
@@ -157,23 +138,9 @@ async def test_results_keep_input_order_within_a_partition(broker: str,
                                                            make_topics: Callable[..., Awaitable[Topics]]) -> None:
     # one input and one output partition, many small batches: one publisher hands them over in order
     topics = await make_topics(partitions=1)
-    settings = Settings.model_validate({
-        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
-        "max_batch_size": 4, "max_wait_ms": 1, "commit_interval_ms": 50,
-    })
+    settings = settings_for(topics, broker, max_batch_size=4, max_wait_ms=1)
     messages = notification_messages(400)
     await produce(broker, topics.input, messages)
-    health = HealthState(liveness_timeout_s=30)
-    health.model_loaded = True
-    thread = InferenceThread()
-    pipeline = Pipeline(settings, InstantClassifier(), KafkaClients(settings), thread,
-                        Metrics(CollectorRegistry()), health)
-    stop = asyncio.Event()
-    running = asyncio.create_task(pipeline.run(stop))
-    try:
+    async with running_worker(settings, InstantClassifier()):
         outputs = await read_all(broker, topics.output, at_least=len(messages), timeout_s=40)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 40)
-        thread.stop()
     assert [r.key for r in sorted(outputs, key=lambda r: r.offset)] == [key for key, _ in messages]

@@ -39,7 +39,7 @@ async def test_a_failing_item_is_isolated_and_the_rest_classified(thread: Infere
 async def test_a_good_batch_is_one_call(thread: InferenceThread, poison_classifier: PoisonClassifier) -> None:
     classifier = poison_classifier
     outcomes = await classify_with_split(thread, classifier, [Notification(title="a")] * 5, lambda n, e: None)
-    assert classifier.calls == [5] and len(outcomes) == 5
+    assert classifier.sizes == [5] and len(outcomes) == 5
 
 
 async def test_a_wrong_result_count_is_a_failure(thread: InferenceThread) -> None:
