@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.strict_skips import pytest_sessionfinish  # noqa: F401  (the hook: a skipped test fails the run)
 from tests.support import PoisonClassifier, subprocess_env
 from worker.dev.models import build_random_qwen3
 from worker.dev.tokenizer import cache_root, fetch_qwen3_tokenizer
