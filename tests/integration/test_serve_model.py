@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.kafka_helpers import (
@@ -29,7 +28,6 @@ from worker.contract import (
     decode_notification,
     render_user_message,
 )
-from worker.observe.metrics import Metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -42,12 +40,6 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def value(scrape: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
     return scrape.get((name, frozenset(labels.items())))
-
-
-def metric_names() -> set[str]:
-    registry = CollectorRegistry()
-    Metrics(registry)
-    return {metric.name for metric in registry.collect()}
 
 
 async def test_serve_classifies_with_the_tiny_model(
@@ -86,9 +78,7 @@ async def test_serve_classifies_with_the_tiny_model(
     reasons = [(r.key, r.value, dict(r.headers)["notif.error.reason"]) for r in dead]
     assert reasons == [(b"bad", b"[]", b"not_an_object")]
     assert status == 200
-    exposed = {line.split("{")[0].split(" ")[0] for line in metrics_text.splitlines() if line.startswith("notif_")}
-    missing = {name for name in metric_names() if not any(e.startswith(name) for e in exposed)}
-    assert not missing
+    # Names and label sets against the README: tests/unit/observe/test_metrics_contract.py; here the values.
     assert 'notif_model_info{' in metrics_text and 'quantization="none"' in metrics_text
     expect_known_values(scrape, topics, [value for _, value in messages], tiny_model_dir)
     info = next(line for line in metrics_text.splitlines() if line.startswith("notif_model_info{"))
