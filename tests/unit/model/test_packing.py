@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -79,7 +81,7 @@ def test_layout_matches_the_reference_rows() -> None:
 def test_flex_mask_mod_equals_the_dense_windowed_mask() -> None:
     ids, lengths = pack_ids(TRUNKS, 3, pad_id=0, padded_length=24)
     packed = place(ids, lengths, TREE, PREFIX, window_spans([6, 5, 7], 512))
-    mask_mod = mask_mod_for(packed.segment, packed.branch, TREE.ancestors, PREFIX)
+    mask_mod: Any = mask_mod_for(packed.segment, packed.branch, TREE.ancestors, PREFIX)
     queries = torch.arange(24)[:, None]
     keys = torch.arange(PREFIX + 24)[None, :]
     dense = mask_mod(torch.tensor(0), torch.tensor(0), queries, keys)
