@@ -1,5 +1,5 @@
 """Shared fixtures: the real Qwen3 tokenizer, a tiny random-weight Qwen3, settings and classifiers for it,
-the poison classifier and the environment of a subprocess (one home each; see tests/support.py)."""
+and the poison classifier (one home each; subprocess environments: tests/support.subprocess_env)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.strict_skips import pytest_sessionfinish  # noqa: F401  (the hook: a skipped test fails the run)
-from tests.support import PoisonClassifier, subprocess_env
+from tests.support import PoisonClassifier
 from worker.dev.models import build_random_qwen3
 from worker.dev.tokenizer import cache_root, fetch_qwen3_tokenizer
 from worker.settings import Settings
@@ -67,9 +67,3 @@ def tiny_classifier(make_settings: Callable[..., Settings]) -> Callable[..., Any
 def poison_classifier() -> PoisonClassifier:
     """The instant classifier that fails on 'poison' batches and 'untokenizable' counts."""
     return PoisonClassifier()
-
-
-@pytest.fixture(scope="session")
-def worker_subprocess_env() -> Callable[..., dict[str, str]]:
-    """subprocess_env: this checkout's code, no caller NOTIF_* settings, the hub offline, plus overrides."""
-    return subprocess_env
