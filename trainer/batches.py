@@ -5,7 +5,7 @@ budget, then render_training_text), so training sees byte for byte the prompt th
 and is tokenized in the classifier's pieces: the system prefix shared by every prompt (up to the user
 turn's <|im_start|>), the rest of the prompt, then the answer's tokens and <|im_end|>. Only the answer
 and <|im_end|> are trained; the template's newline after <|im_end|> is not (serving stops there).
-The shared prefix (about 190 of ~220 tokens) is run once per micro-batch, not once per row.
+The shared prefix (about 190 of ~220 tokens) is run once per forward pass, not once per row.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import Sampler
 
 from trainer import TrainerError
 from trainer.data import Example
@@ -67,8 +68,17 @@ class Batch:
     attention_mask: torch.Tensor  # [B, P + S] (the prefix, then each row's padding and tokens)
     position_ids: torch.Tensor  # [B, S] (P at each row's first real token)
     labels: torch.Tensor  # [B, S] IGNORE outside the trained tokens
-    weights: torch.Tensor  # [B, S] loss weight of each label (0 where IGNORE)
     keep: int  # logits needed: the last `keep` positions cover every trained token's prediction
+    # The N trained tokens, found here on the host so the step never asks the GPU how many there are:
+    target_index: torch.Tensor  # [N] rows of the flattened [B * (keep - 1)] predictions that have a label
+    targets: torch.Tensor  # [N] their labels
+    target_weights: torch.Tensor  # [N] their loss weights
+
+    def inputs(self) -> dict[str, Any]:
+        """The batch as the keyword dict transformers' Trainer moves to the device and hands to compute_loss."""
+        return {"prefix": self.prefix, "input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "position_ids": self.position_ids, "labels": self.labels, "keep": self.keep,
+                "target_index": self.target_index, "targets": self.targets, "target_weights": self.target_weights}
 
 
 class Encoder:
@@ -133,10 +143,28 @@ def epoch_order(encoded: Sequence[Encoded], sampling: str, rng: random.Random) -
     return rng.choices(range(len(encoded)), weights=weights, k=len(encoded))
 
 
-def shard(order: Sequence[int], rank: int, world: int) -> list[int]:
-    """This process's share of an epoch; wrapped to a multiple of ``world`` so all ranks step together."""
-    padded = [*order, *order[: (-len(order)) % world]]
-    return padded[rank::world]
+class EpochSampler(Sampler[int]):
+    """Each epoch's order (epoch_order, seeded by seed and epoch so a resumed run replays it), length-sorted
+    inside each optimizer step's group so that its micro-batches pad little; the same examples per step.
+
+    transformers' Trainer calls set_epoch; under several processes accelerate hands each its share.
+    """
+
+    def __init__(self, encoded: Sequence[Encoded], sampling: str, seed: int, group: int) -> None:
+        self.lengths = [len(item.input_ids) for item in encoded]
+        self.encoded, self.sampling, self.seed, self.group = encoded, sampling, seed, group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __iter__(self) -> Iterator[int]:
+        order = epoch_order(self.encoded, self.sampling, random.Random(self.seed * 100_003 + self.epoch))
+        for start in range(0, len(order), self.group):
+            yield from sorted(order[start:start + self.group], key=lambda i: self.lengths[i])
 
 
 def label_weights(encoded: Sequence[Encoded], scheme: str) -> dict[str, float]:
@@ -182,9 +210,17 @@ def collate(items: Sequence[Encoded], prefix: Sequence[int], pad_id: int, weight
         first = start + len(item.prompt)
         loss_weights[row, first:first + len(item.trained)] = torch.tensor(token_weights(item, weights))
     keep = max(len(item.trained) + len(item.tail) for item in items) + 1
-    return Batch(torch.tensor(prefix, dtype=torch.long), ids, mask, positions, labels, loss_weights, keep)
+    kept = labels[:, -(keep - 1):]  # [B, keep-1]: position t of the kept logits predicts token t+1
+    index = (kept != IGNORE).flatten().nonzero().squeeze(1)  # [N]
+    return Batch(torch.tensor(prefix, dtype=torch.long), ids, mask, positions, labels, keep, index,
+                 kept.flatten()[index], loss_weights[:, -(keep - 1):].flatten()[index])
 
 
-def micro_batches(order: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    for start in range(0, len(order), batch_size):
-        yield list(order[start:start + batch_size])
+class Collator:
+    """Examples -> a Batch's keyword dict; what transformers' Trainer calls as data_collator."""
+
+    def __init__(self, encoder: Encoder, pad_id: int, weights: dict[str, float]) -> None:
+        self.prefix, self.pad_id, self.weights = encoder.prefix, pad_id, weights
+
+    def __call__(self, items: Sequence[Encoded]) -> dict[str, Any]:
+        return collate(items, self.prefix, self.pad_id, self.weights).inputs()

@@ -42,6 +42,8 @@ class TrainConfig:
     limit: int | None = setting(None, "train on the first N valid examples only")
     max_input_tokens: int = setting(
         Settings.model_fields["max_input_tokens"].default, "user-message token budget (keep it the worker's)")
+    val_data: str | None = setting(None, "validation file (same formats): its loss and token accuracy are reported")
+    eval_steps: int | None = setting(None, "optimizer steps between validations (default: once, at the end)")
     # --- LoRA -------------------------------------------------------------------------------------
     lora_r: int = setting(16, "LoRA rank")
     lora_alpha: int = setting(16, "LoRA scale numerator (scale = alpha / r)")
@@ -58,6 +60,15 @@ class TrainConfig:
     weight_decay: float = setting(0.0, "AdamW weight decay on the LoRA weights")
     max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)")
     seed: int = setting(0, "seed of LoRA init, dropout and shuffling")
+    # --- speed (the same arithmetic; the GPU figures are in docs/TRAINING.md) -----------------------
+    micro_batch: int | None = setting(
+        None, "examples per forward pass (default: batch x accumulation in one pass); must divide it")
+    lora_dtype: Literal["auto", "bfloat16", "float32"] = setting(
+        "auto", "dtype of the LoRA weights and their AdamW state; auto = the compute dtype")
+    dequantize_base: bool = setting(
+        False, "hold the NF4 base dequantized (its exact NF4 values) in the compute dtype: no per-call dequantization")
+    torch_compile: bool = setting(False, "torch.compile the model (pays off on a GPU only, if at all)")
+    liger: bool = setting(False, "Liger's Triton kernels for RMSNorm, RoPE and SwiGLU (GPU; needs liger-kernel)")
     # --- the weak medium priority -----------------------------------------------------------------
     sampling: Literal["natural", "balanced"] = setting(
         "natural", "balanced: draw each epoch with replacement so the 3 priorities are equally frequent")
@@ -66,6 +77,10 @@ class TrainConfig:
     # --- output -----------------------------------------------------------------------------------
     out: str = setting("adapter", "output directory of the adapter")
     log_every: int = setting(10, "optimizer steps between loss/accuracy log lines")
+    save_steps: int | None = setting(None, "optimizer steps between checkpoints (OUT/checkpoint-N; default: none)")
+    resume: bool = setting(False, "continue from the latest checkpoint-N in --out (same settings)")
+    report_to: Literal["none", "tensorboard"] = setting(
+        "none", "tensorboard: event files under OUT/runs (needs the tensorboard extra: tensorboardX)")
     dry_run: bool = setting(False, "build the model on the meta device from its config and print the plan")
 
     def check(self) -> TrainConfig:
@@ -82,7 +97,21 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not self.modules():
             raise ConfigError("target_modules is empty")
+        for name in ("eval_steps", "save_steps", "micro_batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_steps is not None and self.val_data is None:
+            raise ConfigError("eval_steps needs val_data")
+        if self.dequantize_base and self.quantization != "nf4":
+            raise ConfigError("dequantize_base needs quantization nf4")
+        if (self.batch_size * self.grad_accum) % self.forward_batch():
+            raise ConfigError(f"micro_batch {self.micro_batch} does not divide batch_size x grad_accum "
+                              f"({self.batch_size * self.grad_accum})")
         return self
+
+    def forward_batch(self) -> int:
+        """Examples per forward pass: the whole optimizer step's unless micro_batch says less."""
+        return self.micro_batch or self.batch_size * self.grad_accum
 
     def modules(self) -> list[str]:
         return [name.strip() for name in self.target_modules.split(",") if name.strip()]

@@ -1,162 +1,123 @@
-"""The training script: data, QLoRA model, a plain PyTorch loop with a loss on the answer only, the adapter.
+"""The training script: data, QLoRA model, transformers' Trainer with our answer-only loss, the adapter.
 
-Reads top to bottom: set-up (processes, device, seed), data (validated, rendered by the worker's
-contract, tokenized), model (base from worker.model.loading, then LoRA), optimizer and schedule, the loop
-(gradient accumulation, clipping, progress bar, loss and token accuracy), and saving (peft's files,
-notif_contract.json, training_config.json, training_summary.json). Under `accelerate launch` each
-process loads the base model onto its own GPU (per-rank device map, needed for QLoRA + DDP), trains
-on its own shard of every epoch and averages gradients through DDP.
+Reads top to bottom: set-up (device, dtype, seed, the checkpoint to resume), data (validated, rendered by
+the worker's contract, tokenized by trainer.batches), model (trainer.model), the Trainer's arguments (the
+recipe, one forward pass per optimizer step by default, fused AdamW on CUDA, checkpoints, validation,
+TensorBoard), training, and saving (peft's files, notif_contract.json, training_config.json,
+training_summary.json). Under `accelerate launch` / torchrun each process loads the base model onto its
+own GPU (the per-rank device map QLoRA needs under DDP); the Trainer gives each its share of every
+epoch and DDP averages the gradients.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import random
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from trainer import TrainerError
-from trainer.batches import IGNORE, Batch, Encoder, collate, epoch_order, label_weights, micro_batches, shard
+from trainer.batches import Collator, Encoded, Encoder, EpochSampler, label_weights
 from trainer.config import TrainConfig
 from trainer.data import describe_problems, label_mix, read_dataset
-from trainer.plan import Plan, count_parameters, lora_config, make_plan, world_size
+from trainer.loop import LogLastStep, NotifTrainer, Progress, StepTimer, TrainingError, epoch_number
+from trainer.model import trainable_model
+from trainer.plan import Plan, count_parameters, make_plan, world_size
 from worker.contract import CONTRACT_VERSION, contract_fingerprint
-from worker.model.loading import (
-    CONTRACT_FILE,
-    ModelLoadError,
-    load_base_model,
-    load_tokenizer,
-    resolve_device,
-    resolve_dtype,
-)
+from worker.model.loading import CONTRACT_FILE, ModelLoadError, load_tokenizer, resolve_device, resolve_dtype
 from worker.settings import Settings
 
 CONFIG_FILE = "training_config.json"
 SUMMARY_FILE = "training_summary.json"
+TIMING_WARMUP = 10  # optimizer steps left out of seconds_per_step (compilation, allocator, kernel warm-up)
 
 T = TypeVar("T")
 
-
-class TrainingError(TrainerError):
-    """Training could not start or could not finish (model not loadable, loss not finite)."""
-
-
-@dataclass
-class StepStats:
-    """Sums over the micro-batches of one optimizer step."""
-
-    loss_sum: float = 0.0  # weighted loss summed over trained tokens
-    weight: float = 0.0
-    correct: int = 0
-    tokens: int = 0
-
-    @property
-    def loss(self) -> float:
-        return self.loss_sum / max(self.weight, 1e-9)
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / max(self.tokens, 1)
+__all__ = ["CONFIG_FILE", "SUMMARY_FILE", "TrainingError", "save_adapter", "train"]
 
 
 @dataclass(frozen=True)
 class Setup:
     """Where and how this process trains."""
 
-    accelerator: Any
     device: torch.device
     dtype: torch.dtype
     settings: Settings
     main: bool
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train an adapter by ``config`` and save it to ``config.out``; returns the training summary."""
-    from transformers import get_scheduler
+def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train an adapter by ``config`` and save it to ``config.out``; returns the training summary.
 
-    # --- set-up: processes, device, dtype, seed ----------------------------------------------------
+    ``callbacks``: extra transformers TrainerCallbacks (tests stop a run with one, as a preemption would).
+    """
+    # --- set-up: device, dtype, seed, what to resume ---------------------------------------------------
     setup = _setup(config)
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)  # the same epoch order on every process; each takes its shard
+    torch.manual_seed(config.seed)  # LoRA's initialisation; the Trainer seeds dropout and the rest
+    resume = _checkpoint_to_resume(config, setup)
+    _check_extras(config)
 
-    # --- data: validated, rendered by the contract, tokenized ---------------------------------------
+    # --- data: validated, rendered by the contract, tokenized -------------------------------------------
     dataset = read_dataset(Path(config.data), limit=config.limit)
     _say(setup, [dataset.summary(), *describe_problems(dataset.problems)])
     tokenizer = _checked(load_tokenizer, config.model)
     encoder = Encoder(tokenizer, config.max_input_tokens)
     encoded = [encoder.encode(example) for example in dataset.examples]
-    weights = label_weights(encoded, config.label_weighting)
+    validation = _validation_set(config, encoder, setup)
 
-    # --- model: the worker's base-model loader, then LoRA --------------------------------------------
-    model = _trainable_model(config, setup)
+    # --- model: the worker's base-model loader, then LoRA ------------------------------------------------
+    try:
+        model = trainable_model(config, setup.settings, setup.device, setup.dtype)
+    except ModelLoadError as exc:
+        raise TrainingError(str(exc)) from exc
     trainable, total = count_parameters(model)
     plan = make_plan(config, trainable, total, len(encoded))
     _say(setup, plan.lines())
 
-    # --- optimizer and schedule ----------------------------------------------------------------------
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=plan.warmup_steps,
-                              num_training_steps=plan.optimizer_steps)
-    model, optimizer, scheduler = setup.accelerator.prepare(model, optimizer, scheduler)
+    # --- the Trainer: our loss, our epoch order, the recipe's arguments -----------------------------------
+    timer = StepTimer(min(TIMING_WARMUP, plan.optimizer_steps // 2))
+    try:
+        trainer = NotifTrainer(
+            model=model, args=_arguments(config, plan, setup), train_dataset=encoded, eval_dataset=validation,
+            data_collator=Collator(encoder, tokenizer.pad_token_id, label_weights(encoded, config.label_weighting)),
+            sampler=EpochSampler(encoded, config.sampling, config.seed, config.batch_size * config.grad_accum),
+            callbacks=[LogLastStep(), timer, Progress(lambda line: _say(setup, [line]), progress and setup.main),
+                       *callbacks],
+        )
+    except ImportError as exc:  # --liger without liger-kernel
+        raise TrainingError(f"a requested speed-up is not installed: {exc}") from exc
+    for name in ("PrinterCallback", "ProgressCallback"):  # Progress prints our lines instead of raw dicts
+        trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
+                                              if type(c).__name__ != name]
 
-    # --- the loop: shuffle (or balance), accumulate, clip, step, log ---------------------------------
-    model.train()
+    # --- train, validate the final weights -----------------------------------------------------------------
     started = time.perf_counter()
-    history: list[dict[str, float]] = []
-    window: list[StepStats] = []
-    step = 0
-    bar = tqdm(total=plan.optimizer_steps, desc="training", disable=not (progress and setup.main))
-    for epoch in range(config.epochs):
-        order = shard(epoch_order(encoded, config.sampling, rng), setup.accelerator.process_index, plan.world_size)
-        for group in _groups(list(micro_batches(order, config.batch_size)), config.grad_accum):
-            if step >= plan.optimizer_steps:
-                break
-            batches = [collate([encoded[i] for i in ids], encoder.prefix, tokenizer.pad_token_id, weights)
-                       for ids in group]
-            stats = _optimizer_step(model, batches, setup, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window.append(stats)
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.3f}", epoch=epoch + 1)
-            if step % config.log_every == 0 or step == plan.optimizer_steps:
-                history.append(_log(step, epoch, window, scheduler.get_last_lr()[0], setup))
-                window = []
-    bar.close()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if validation is not None and not _evaluated_at(trainer.state.log_history, trainer.state.global_step):
+        trainer.evaluate()
     elapsed = time.perf_counter() - started
 
-    # --- save: adapter, contract, resolved config, summary --------------------------------------------
-    mix = label_mix(dataset.examples)
-    summary = _summary(plan, history, elapsed, setup.device, len(dataset.problems), mix)
-    if setup.main:
-        save_adapter(setup.accelerator.unwrap_model(model), Path(config.out), config, plan, summary, setup)
-    setup.accelerator.wait_for_everyone()
+    # --- save: adapter, contract, resolved config, summary -------------------------------------------------
+    summary = _summary(plan, trainer.state, elapsed, setup.device, len(dataset.problems),
+                       label_mix(dataset.examples), timer, resume)
+    if trainer.is_world_process_zero():
+        save_adapter(trainer.model, Path(config.out), config, plan, summary, setup)
+    trainer.accelerator.wait_for_everyone()
     return summary
 
 
 def _setup(config: TrainConfig) -> Setup:
     """Under `accelerate launch` each rank owns cuda:LOCAL_RANK; alone, the configured device."""
-    from accelerate import Accelerator
-
     rank = int(os.environ.get("LOCAL_RANK", "0"))
     settings = config.model_settings(f"cuda:{rank}" if world_size() > 1 else config.device)
     device = _checked(resolve_device, settings.device)
-    dtype = resolve_dtype(settings, device)
-    mixed = "bf16" if device.type == "cuda" and dtype == torch.bfloat16 else "no"
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed, device_placement=False)
-    return Setup(accelerator, device, dtype, settings, accelerator.is_main_process)
+    return Setup(device, resolve_dtype(settings, device), settings, int(os.environ.get("RANK", "0")) == 0)
 
 
 def _checked(load: Callable[[Any], T], argument: Any) -> T:
@@ -167,19 +128,58 @@ def _checked(load: Callable[[Any], T], argument: Any) -> T:
         raise TrainingError(str(exc)) from exc
 
 
-def _trainable_model(config: TrainConfig, setup: Setup) -> Any:
-    """The base model as the worker loads it (NF4 or full), prepared for k-bit training, with LoRA."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+def _checkpoint_to_resume(config: TrainConfig, setup: Setup) -> Path | None:
+    """--resume: the latest checkpoint-N in --out (said in the log); none there is an error."""
+    if not config.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
 
-    try:
-        model = load_base_model(setup.settings, setup.device, setup.dtype)
-    except ModelLoadError as exc:
-        raise TrainingError(str(exc)) from exc
-    if config.quantization == "nf4":
-        # No gradient checkpointing: it cannot keep the shared-prefix cache, and a 0.6B model's
-        # activations at batch 4 x ~40 tokens (plus one prefix) are small.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, lora_config(config))
+    out = Path(config.out)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last is None:
+        raise TrainingError(f"--resume: no checkpoint-N directory in {out}; train with --save-steps first")
+    state = json.loads((Path(last) / "trainer_state.json").read_text())
+    _say(setup, [f"resuming from {last} (optimizer step {state['global_step']})"])
+    return Path(last)
+
+
+def _check_extras(config: TrainConfig) -> None:
+    if config.report_to == "tensorboard" and not any(
+            importlib.util.find_spec(name) for name in ("tensorboardX", "tensorboard")):
+        raise TrainingError("--report-to tensorboard needs tensorboardX: pip install 'notif-triage[tensorboard]'")
+
+
+def _validation_set(config: TrainConfig, encoder: Encoder, setup: Setup) -> list[Encoded] | None:
+    if config.val_data is None:
+        return None
+    dataset = read_dataset(Path(config.val_data))
+    _say(setup, [f"validation: {dataset.summary()}", *describe_problems(dataset.problems)])
+    return [encoder.encode(example) for example in dataset.examples]
+
+
+def _arguments(config: TrainConfig, plan: Plan, setup: Setup) -> Any:
+    """The recipe as TrainingArguments: the Trainer's own step count and schedule are pinned to the plan."""
+    from transformers import TrainingArguments
+
+    cuda = setup.device.type == "cuda"
+    return TrainingArguments(
+        output_dir=config.out, seed=config.seed, use_cpu=not cuda, bf16=cuda and setup.dtype == torch.bfloat16,
+        per_device_train_batch_size=config.forward_batch(), per_device_eval_batch_size=config.forward_batch(),
+        gradient_accumulation_steps=config.batch_size * config.grad_accum // config.forward_batch(),
+        max_steps=plan.optimizer_steps, learning_rate=config.lr, lr_scheduler_type=config.lr_schedule,
+        warmup_steps=plan.warmup_steps, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        # A NaN check per step would be a host sync per step; TrainingError catches it at the log line.
+        logging_strategy="steps", logging_steps=config.log_every, logging_nan_inf_filter=False,
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
+        eval_strategy="steps" if config.eval_steps else "no", eval_steps=config.eval_steps,
+        report_to=[] if config.report_to == "none" else [config.report_to],
+        torch_compile=config.torch_compile, use_liger_kernel=config.liger,
+        # Pinned, non-blocking copies: a blocking copy would wait for the previous step's kernels (a sync per step).
+        dataloader_pin_memory=cuda, accelerator_config={"non_blocking": cuda},
+        remove_unused_columns=False, disable_tqdm=True,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used in every step
+    )
 
 
 def _say(setup: Setup, lines: list[str]) -> None:
@@ -188,101 +188,41 @@ def _say(setup: Setup, lines: list[str]) -> None:
             tqdm.write(line)
 
 
-def _groups(batches: list[list[int]], size: int) -> list[list[list[int]]]:
-    return [batches[i:i + size] for i in range(0, len(batches), size)]
+def _evaluated_at(log_history: list[dict[str, Any]], step: int) -> bool:
+    return any("eval_loss" in entry and entry["step"] == step for entry in log_history)
 
 
-def prefix_cache(model: Any, prefix: torch.Tensor, rows: int) -> Any:
-    """The shared system prefix's keys and values, computed once (with gradients) and viewed ``rows`` times.
-
-    Gradients from every row flow back through the expanded views into the one prefix pass.
-    """
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    model(input_ids=prefix[None], past_key_values=cache, use_cache=True, logits_to_keep=1)
-    shared = DynamicCache()
-    layers: list[Any] = list(cache.layers)  # [1, kv_heads, P, head_dim] keys and values per layer
-    for index, layer in enumerate(layers):
-        shared.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
-    return shared
-
-
-def batch_loss(model: Any, batch: Batch, device: torch.device,
-               prefix_model: Any = None) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """(weighted loss sum, weight sum, correct predictions, trained tokens) of one micro-batch.
-
-    The prefix runs once through ``prefix_model`` (the model itself, or the module inside DDP so that
-    DDP sees one forward per backward). Rows are left-padded, so every trained token sits in the last
-    ``keep - 1`` columns and the model only computes logits there (logits_to_keep): a full
-    [B, S, 151936] logit tensor is never built.
-    """
-    cache = prefix_cache(prefix_model or model, batch.prefix.to(device), len(batch.input_ids))
-    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                position_ids=batch.position_ids.to(device), past_key_values=cache, use_cache=True,
-                logits_to_keep=batch.keep)
-    labels = batch.labels[:, -(batch.keep - 1):].to(device)  # [B, keep-1]
-    trained = labels != IGNORE
-    # Only the positions that have a label, as one contiguous [N, V] block: the softmax over the
-    # vocabulary is most of a tiny model's step, and over a transposed [B, V, keep-1] view it is strided.
-    logits = out.logits[:, :-1, :][trained].float()  # [N, V]: position t predicts token t+1
-    targets = labels[trained]  # [N]
-    weights = batch.weights[:, -(batch.keep - 1):].to(device)[trained]
-    losses = F.cross_entropy(logits, targets, reduction="none")
-    correct = int((logits.detach().argmax(-1) == targets).sum())
-    return (losses * weights).sum(), weights.sum(), correct, len(targets)
-
-
-def _optimizer_step(model: Any, batches: list[Batch], setup: Setup, max_grad_norm: float) -> StepStats:
-    """Forward and backward over one accumulation group; the loss is the mean over all its tokens."""
-    stats = StepStats()
-    inner = setup.accelerator.unwrap_model(model, keep_fp32_wrapper=True)
-    total_weight = float(sum(float(b.weights.sum()) for b in batches))
-    for index, batch in enumerate(batches):
-        last = index == len(batches) - 1
-        with nullcontext() if last else setup.accelerator.no_sync(model):
-            loss_sum, weight, correct, tokens = batch_loss(model, batch, setup.device, inner)
-            if not torch.isfinite(loss_sum):
-                raise TrainingError("the loss is not finite; lower --lr or check the data")
-            setup.accelerator.backward(loss_sum / total_weight)
-        stats.loss_sum += float(loss_sum.detach())
-        stats.weight += float(weight)
-        stats.correct += correct
-        stats.tokens += tokens
-    if max_grad_norm > 0:
-        setup.accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    return stats
-
-
-def _log(step: int, epoch: int, window: list[StepStats], lr: float, setup: Setup) -> dict[str, float]:
-    merged = StepStats(sum(s.loss_sum for s in window), sum(s.weight for s in window),
-                       sum(s.correct for s in window), sum(s.tokens for s in window))
-    entry = {"step": step, "epoch": epoch + 1, "loss": round(merged.loss, 5),
-             "token_accuracy": round(merged.accuracy, 5), "lr": lr}
-    _say(setup, [f"step {step:>6}  epoch {epoch + 1}  loss {merged.loss:.4f}  "
-                 f"token_acc {merged.accuracy:.4f}  lr {lr:.2e}"])
-    return entry
-
-
-def _summary(plan: Plan, history: list[dict[str, float]], elapsed: float, device: torch.device,
-             bad_lines: int, mix: dict[str, Any]) -> dict[str, Any]:
+def _summary(plan: Plan, state: Any, elapsed: float, device: torch.device, bad_lines: int, mix: dict[str, Any],
+             timer: StepTimer, resumed: Path | None) -> dict[str, Any]:
+    history = [{"step": e["step"], "epoch": epoch_number(e["epoch"]), "loss": e["loss"],
+                "token_accuracy": e["token_accuracy"], "lr": e["learning_rate"]}
+               for e in state.log_history if "token_accuracy" in e]
+    validation = [{"step": e["step"], "loss": e["eval_loss"], "token_accuracy": e["eval_token_accuracy"]}
+                  for e in state.log_history if "eval_loss" in e]
     if not history:
         raise TrainingError("no optimizer step ran; the data set is empty for this batch size")
+    seconds_per_step, timed = timer.seconds_per_step()
     return {
         "time_s": round(elapsed, 2),
         "first_loss": history[0]["loss"],
         "final_loss": history[-1]["loss"],
         "mean_token_accuracy": history[-1]["token_accuracy"],
+        "val_loss": validation[-1]["loss"] if validation else None,
+        "val_token_accuracy": validation[-1]["token_accuracy"] if validation else None,
         "trainable_parameters": plan.trainable_parameters,
         "total_parameters": plan.total_parameters,
         "examples": plan.examples,
         "bad_lines": bad_lines,
         "label_mix": mix,
         "optimizer_steps": plan.optimizer_steps,
+        "seconds_per_step": seconds_per_step,  # mean after the first TIMING_WARMUP steps of this process's run
+        "timed_steps": timed,
+        "resumed_from": str(resumed) if resumed else None,
         "device": str(device),
         "world_size": plan.world_size,
         "contract_version": CONTRACT_VERSION,
         "history": history,
+        "validation": validation,
     }
 
 

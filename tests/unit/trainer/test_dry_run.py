@@ -57,6 +57,26 @@ def test_bad_settings_are_refused() -> None:
         TrainConfig(target_modules=" , ").check()
     with pytest.raises(SystemExit):
         main(["train", "--quantization", "int8"])
+    with pytest.raises(ConfigError, match="does not divide"):
+        TrainConfig(micro_batch=3).check()  # 4 x 4 = 16 examples per step
+    with pytest.raises(ConfigError, match="needs val_data"):
+        TrainConfig(eval_steps=5).check()
+    with pytest.raises(ConfigError, match="needs quantization nf4"):
+        TrainConfig(quantization="none", dequantize_base=True).check()
+
+
+def test_trainer_flags_reach_the_config() -> None:
+    from trainer.cli import build_parser
+    from trainer.config import config_from_args
+
+    args = build_parser().parse_args(["train", "--save-steps", "50", "--resume", "--val-data", "v.jsonl",
+                                      "--eval-steps", "25", "--report-to", "tensorboard", "--micro-batch", "8"])
+    config = config_from_args(args)
+    assert (config.save_steps, config.resume, config.val_data, config.eval_steps, config.report_to) == (
+        50, True, "v.jsonl", 25, "tensorboard")
+    assert (config.forward_batch(), TrainConfig().forward_batch()) == (8, 16)  # default: one pass per step
+    assert (config.lora_dtype, config.dequantize_base, config.torch_compile, config.liger) == (
+        "auto", False, False, False)
 
 
 def test_unknown_model_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.batches import IGNORE, Encoder, collate, epoch_order, label_weights, shard, token_weights
+from trainer.batches import IGNORE, Encoder, EpochSampler, collate, epoch_order, label_weights, token_weights
 from trainer.data import Example
-from trainer.train import batch_loss
+from trainer.loop import batch_loss
 from worker.contract import Notification, format_answer, render_prompt, render_user_message
 from worker.model.loading import EOS_TOKEN, load_tokenizer
 
@@ -89,9 +89,10 @@ def test_batch_loss_scores_exactly_the_trained_tokens(encoder: Encoder, qwen3_to
         assert batch.input_ids[row, -len(item.tail):].tolist() == list(item.tail)
         kept = batch.labels[row][batch.labels[row] != IGNORE].tolist()
         assert kept == list(item.trained)
-    loss, weight, correct, tokens = batch_loss(PerfectPredictor(), batch, torch.device("cpu"))
-    assert tokens == sum(trained_per_row) and correct == tokens and float(weight) == tokens
-    assert float(loss) / tokens < 1e-6
+    assert batch.targets.tolist() == [t for item in items for t in item.trained]
+    loss, weight, correct, tokens = batch_loss(PerfectPredictor(), batch.inputs())
+    assert int(tokens) == sum(trained_per_row) and int(correct) == int(tokens) and float(weight) == int(tokens)
+    assert float(loss) / int(tokens) < 1e-6
 
 
 def test_weighted_label_tokens_and_balanced_sampling(encoder: Encoder) -> None:
@@ -108,9 +109,16 @@ def test_weighted_label_tokens_and_balanced_sampling(encoder: Encoder) -> None:
     assert sorted(epoch_order(items, "natural", random.Random(0))) == list(range(len(items)))
 
 
-def test_shards_are_equal_and_cover_the_epoch() -> None:
-    order = list(range(10))
-    shards = [shard(order, rank, 4) for rank in range(4)]
-    assert {len(s) for s in shards} == {3}
-    assert set().union(*shards) == set(order) and sum(map(len, shards)) == 12
-    assert shard(order, 0, 1) == order
+def test_epoch_sampler_replays_each_epoch_and_sorts_inside_each_step(encoder: Encoder) -> None:
+    items = [encoder.encode(e) for e in EXAMPLES] * 5  # 20 examples, steps of 8
+    sampler = EpochSampler(items, "natural", seed=3, group=8)
+    first = list(sampler)
+    assert sorted(first) == list(range(20)) and list(sampler) == first  # the same epoch, the same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and sorted(second) == list(range(20))
+    natural = epoch_order(items, "natural", random.Random(3 * 100_003))
+    for start in range(0, 20, 8):  # each optimizer step keeps its examples, shortest first
+        group = first[start:start + 8]
+        assert sorted(group) == sorted(natural[start:start + 8])
+        assert [len(items[i].input_ids) for i in group] == sorted(len(items[i].input_ids) for i in group)
