@@ -6,7 +6,7 @@
 #   variants  the switches pending a measurement: --dequantize-base, --torch-compile, --lora-dtype float32
 #   before    the hand-written loop of 379ca48 (staged by scripts/gpu_prepare.sh in .gpu/before), STEPS_BEFORE steps
 #   eval      the worker's classifier on 200 held-out notifications with the "after" adapter
-# PARTS picks and orders them (default "after variants before eval"); the table lands in $OUT/train_speed.md
+# PARTS picks and orders them (default "after eval before variants"); the table lands in $OUT/train_speed.md
 # with seconds per optimizer step and the projected time of the recipe's 2,250 steps. Prepare as for
 # gpu_check.sh (scripts/gpu_prepare.sh); SIZE=tiny runs the same on the tiny model (e.g. on a CPU).
 set -euo pipefail
@@ -28,7 +28,7 @@ run() {  # run NAME SECONDS ARGS...: one training run, its log and summary under
   return 0
 }
 
-for part in ${PARTS:-after variants before eval}; do
+for part in ${PARTS:-after eval before variants}; do
   case $part in
     after) run after 240 --max-steps "$steps"
            [ -f "$OUT/summary_after.json" ] && cp "$OUT/summary_after.json" "$OUT/training_summary.json" ;;
