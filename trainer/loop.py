@@ -72,7 +72,10 @@ class NotifTrainer(Trainer):
     def __init__(self, *args: Any, sampler: Sampler[int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sampler = sampler  # our epoch order (natural or balanced), not the Trainer's random one
-        self.loss_is_scaled_for_ga = True  # compute_loss divides by the window's weight itself
+        # compute_loss divides by the window's weight itself: no further division by the accumulation steps
+        # (transformers >= 5.24 reads the first attribute; 5.17, the version on the GPU image, the second).
+        self.loss_is_scaled_for_ga = True
+        self.model_accepts_loss_kwargs = True
         self._sums: torch.Tensor | None = None  # [loss_sum, weight, correct, tokens] since the last log line
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int]:

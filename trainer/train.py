@@ -82,16 +82,13 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
 
     # --- the Trainer: our loss, our epoch order, the recipe's arguments -----------------------------------
     timer = StepTimer(min(TIMING_WARMUP, plan.optimizer_steps // 2))
-    try:
-        trainer = NotifTrainer(
-            model=model, args=_arguments(config, plan, setup), train_dataset=encoded, eval_dataset=validation,
-            data_collator=Collator(encoder, tokenizer.pad_token_id, label_weights(encoded, config.label_weighting)),
-            sampler=EpochSampler(encoded, config.sampling, config.seed, config.batch_size * config.grad_accum),
-            callbacks=[LogLastStep(), timer, Progress(lambda line: _say(setup, [line]), progress and setup.main),
-                       *callbacks],
-        )
-    except ImportError as exc:  # --liger without liger-kernel
-        raise TrainingError(f"a requested speed-up is not installed: {exc}") from exc
+    trainer = NotifTrainer(
+        model=model, args=_arguments(config, plan, setup), train_dataset=encoded, eval_dataset=validation,
+        data_collator=Collator(encoder, tokenizer.pad_token_id, label_weights(encoded, config.label_weighting)),
+        sampler=EpochSampler(encoded, config.sampling, config.seed, config.batch_size * config.grad_accum),
+        callbacks=[LogLastStep(), timer, Progress(lambda line: _say(setup, [line]), progress and setup.main),
+                   *callbacks],
+    )
     for name in ("PrinterCallback", "ProgressCallback"):  # Progress prints our lines instead of raw dicts
         trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
                                               if type(c).__name__ != name]
@@ -144,9 +141,12 @@ def _checkpoint_to_resume(config: TrainConfig, setup: Setup) -> Path | None:
 
 
 def _check_extras(config: TrainConfig) -> None:
+    """What an optional flag needs, checked before minutes of loading and tokenizing."""
     if config.report_to == "tensorboard" and not any(
             importlib.util.find_spec(name) for name in ("tensorboardX", "tensorboard")):
         raise TrainingError("--report-to tensorboard needs tensorboardX: pip install 'notif-triage[tensorboard]'")
+    if config.liger and importlib.util.find_spec("liger_kernel") is None:
+        raise TrainingError("--liger needs Liger's kernels: pip install liger-kernel (CUDA and Triton only)")
 
 
 def _validation_set(config: TrainConfig, encoder: Encoder, setup: Setup) -> list[Encoded] | None:

@@ -127,9 +127,12 @@ def test_a_stopped_run_resumes_its_schedule_with_validation_and_tensorboard(
         [v["loss"] for v in whole["validation"]], rel=1e-4)
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(tiny_model_dir: Path, data: Path, tmp_path: Path) -> None:
+def test_resume_without_a_checkpoint_and_a_missing_extra_are_clear_errors(tiny_model_dir: Path, data: Path,
+                                                                          tmp_path: Path) -> None:
     with pytest.raises(TrainerError, match="no checkpoint-N directory"):
         train(recipe(tiny_model_dir, data, tmp_path / "empty", resume=True), progress=False)
+    with pytest.raises(TrainerError, match="pip install liger-kernel"):
+        train(recipe(tiny_model_dir, data, tmp_path / "liger", liger=True), progress=False)  # not on a CPU box
 
 
 def test_dequantized_base_computes_what_the_nf4_base_computes(tiny_model_dir: Path) -> None:
