@@ -68,17 +68,17 @@ class Batch:
     attention_mask: torch.Tensor  # [B, P + S] (the prefix, then each row's padding and tokens)
     position_ids: torch.Tensor  # [B, S] (P at each row's first real token)
     labels: torch.Tensor  # [B, S] IGNORE outside the trained tokens
-    keep: int  # logits needed: the last `keep` positions cover every trained token's prediction
-    # The N trained tokens, found here on the host so the step never asks the GPU how many there are:
-    target_index: torch.Tensor  # [N] rows of the flattened [B * (keep - 1)] predictions that have a label
-    targets: torch.Tensor  # [N] their labels
-    target_weights: torch.Tensor  # [N] their loss weights
+    keep: int  # the last `keep` columns hold every trained token and the position that predicts the first
+    # Logits are computed at K = keep - 1 columns only (the answers' predictions; no per-row count, so no sync):
+    logit_positions: torch.Tensor  # [K] columns whose next-token logits are needed (S - keep ... S - 2)
+    targets: torch.Tensor  # [B * K] the next token at each of them, IGNORE where untrained (padding, prompt, tail)
+    target_weights: torch.Tensor  # [B * K] their loss weights (0 where IGNORE)
 
     def inputs(self) -> dict[str, Any]:
         """The batch as the keyword dict transformers' Trainer moves to the device and hands to compute_loss."""
         return {"prefix": self.prefix, "input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                "position_ids": self.position_ids, "labels": self.labels, "keep": self.keep,
-                "target_index": self.target_index, "targets": self.targets, "target_weights": self.target_weights}
+                "position_ids": self.position_ids, "labels": self.labels, "logit_positions": self.logit_positions,
+                "targets": self.targets, "target_weights": self.target_weights}
 
 
 class Encoder:
@@ -210,10 +210,10 @@ def collate(items: Sequence[Encoded], prefix: Sequence[int], pad_id: int, weight
         first = start + len(item.prompt)
         loss_weights[row, first:first + len(item.trained)] = torch.tensor(token_weights(item, weights))
     keep = max(len(item.trained) + len(item.tail) for item in items) + 1
-    kept = labels[:, -(keep - 1):]  # [B, keep-1]: position t of the kept logits predicts token t+1
-    index = (kept != IGNORE).flatten().nonzero().squeeze(1)  # [N]
-    return Batch(torch.tensor(prefix, dtype=torch.long), ids, mask, positions, labels, keep, index,
-                 kept.flatten()[index], loss_weights[:, -(keep - 1):].flatten()[index])
+    # Column t's logits predict token t + 1: columns S-keep .. S-2 predict the last keep - 1 tokens.
+    logit_positions = torch.arange(width - keep, width - 1)
+    return Batch(torch.tensor(prefix, dtype=torch.long), ids, mask, positions, labels, keep, logit_positions,
+                 labels[:, -(keep - 1):].flatten(), loss_weights[:, -(keep - 1):].flatten())
 
 
 class Collator:

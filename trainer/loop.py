@@ -21,6 +21,7 @@ from tqdm import tqdm
 from transformers import Trainer, TrainerCallback
 
 from trainer import TrainerError
+from trainer.batches import IGNORE
 
 
 class TrainingError(TrainerError):
@@ -49,21 +50,21 @@ def batch_loss(model: Any, inputs: dict[str, Any],
 
     ``inputs`` is a Batch's keyword dict on the model's device. The prefix runs once through
     ``prefix_model`` (the model itself, or the module inside DDP so that DDP sees one forward per
-    backward). Rows are left-padded, so every trained token sits in the last ``keep - 1`` columns and
-    the model only computes logits there (logits_to_keep): a full [B, S, 151936] tensor is never built.
+    backward). Rows are left-padded, so every trained token sits in the last columns, and the model
+    computes logits at those K columns only (logits_to_keep as positions): a [B, S, 151936] tensor is
+    never built, and the [B * K, V] block is contiguous, without a gather or a per-row count.
     """
-    rows, keep = inputs["input_ids"].shape[0], inputs["keep"]
+    rows = inputs["input_ids"].shape[0]
     cache = prefix_cache(prefix_model or model, inputs["prefix"], rows)
     out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                position_ids=inputs["position_ids"], past_key_values=cache, use_cache=True, logits_to_keep=keep)
-    # Only the rows with a label, as one contiguous [N, V] block gathered by host-computed indices:
-    # the softmax over the vocabulary is most of a tiny model's step, and a boolean mask would sync.
-    logits = out.logits[:, :-1, :].reshape(rows * (keep - 1), -1)  # position t predicts token t+1
-    logits = logits.index_select(0, inputs["target_index"]).float()  # [N, V]
-    targets, weights = inputs["targets"], inputs["target_weights"]
-    losses = F.cross_entropy(logits, targets, reduction="none")
-    correct = (logits.detach().argmax(-1) == targets).sum()
-    return (losses * weights).sum(), weights.sum(), correct, targets.new_full((), len(targets))
+                position_ids=inputs["position_ids"], past_key_values=cache, use_cache=True,
+                logits_to_keep=inputs["logit_positions"])
+    logits = out.logits.flatten(0, 1).float()  # [B * K, V]
+    targets, weights = inputs["targets"], inputs["target_weights"]  # [B * K]
+    losses = F.cross_entropy(logits, targets, reduction="none", ignore_index=IGNORE)  # 0 where IGNORE
+    trained = targets != IGNORE
+    correct = ((logits.detach().argmax(-1) == targets) & trained).sum()
+    return (losses * weights).sum(), weights.sum(), correct, trained.sum()
 
 
 class NotifTrainer(Trainer):
@@ -116,7 +117,7 @@ class NotifTrainer(Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             for batch in loader:
                 inputs = self._prepare_inputs(batch)
-                inputs["target_weights"] = torch.ones_like(inputs["target_weights"])  # the plain token mean
+                inputs["target_weights"] = (inputs["targets"] != IGNORE).float()  # the plain token mean
                 loss_sum, weight, correct, tokens = batch_loss(model, inputs)
                 sums += torch.stack([loss_sum, weight, correct.float(), tokens.float()])
         model.train(was_training)

@@ -67,12 +67,13 @@ def test_label_token_positions(encoder: Encoder, qwen3_tokenizer: Any) -> None:
 class PerfectPredictor(torch.nn.Module):
     """Logits whose argmax at position t is the input token at t + 1 (and a fixed token at the end)."""
 
-    def forward(self, input_ids: torch.Tensor, logits_to_keep: int, past_key_values: Any = None,
+    def forward(self, input_ids: torch.Tensor, logits_to_keep: int | torch.Tensor, past_key_values: Any = None,
                 **_: Any) -> SimpleNamespace:
         if past_key_values is not None and past_key_values.get_seq_length() == 0:  # the shared prefix pass
             kv = torch.zeros(1, 1, input_ids.shape[1], 2)
             past_key_values.update(kv, kv, 0)
-        nxt = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)[:, -logits_to_keep:]
+        nxt = torch.cat([input_ids[:, 1:], input_ids[:, :1]], dim=1)
+        nxt = nxt[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else nxt[:, logits_to_keep]
         logits = torch.full((*nxt.shape, 151_936), -30.0)
         logits.scatter_(2, nxt.unsqueeze(-1), 30.0)
         return SimpleNamespace(logits=logits)
@@ -89,7 +90,9 @@ def test_batch_loss_scores_exactly_the_trained_tokens(encoder: Encoder, qwen3_to
         assert batch.input_ids[row, -len(item.tail):].tolist() == list(item.tail)
         kept = batch.labels[row][batch.labels[row] != IGNORE].tolist()
         assert kept == list(item.trained)
-    assert batch.targets.tolist() == [t for item in items for t in item.trained]
+    assert batch.targets[batch.targets != IGNORE].tolist() == [t for item in items for t in item.trained]
+    assert batch.logit_positions.tolist() == list(range(batch.input_ids.shape[1] - batch.keep,
+                                                        batch.input_ids.shape[1] - 1))
     loss, weight, correct, tokens = batch_loss(PerfectPredictor(), batch.inputs())
     assert int(tokens) == sum(trained_per_row) and int(correct) == int(tokens) and float(weight) == int(tokens)
     assert float(loss) / int(tokens) < 1e-6
