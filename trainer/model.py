@@ -43,24 +43,25 @@ def lora_dtype(config: TrainConfig, compute: torch.dtype) -> torch.dtype:
 def dequantize_linears(model: Any, dtype: torch.dtype) -> int:
     """Replace every bitsandbytes 4-bit linear by a frozen nn.Linear holding its dequantized weight.
 
-    The values are the NF4 base's own (bitsandbytes' dequantization, the one its forward runs every call),
+    The values are the NF4 base's own (bitsandbytes' dequantize_4bit, as the worker's fast engine holds them),
     so the numerics are QLoRA's; the cost is the base in ``dtype`` (1.2 GB for Qwen3-0.6B in bf16) instead
     of 0.4 GB, the saving one dequantization per linear per forward and backward. Returns how many.
     """
     import bitsandbytes as bnb
-    from bitsandbytes.functional import dequantize_4bit
+
+    from worker.model.fast_qwen3 import dense_weight  # the one home of "a 4-bit linear, dense"
 
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, bnb.nn.Linear4bit):
                 continue
-            weight = dequantize_4bit(child.weight.data, getattr(child.weight, "quant_state", None)).to(dtype)
-            linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+            weight, bias = dense_weight(child, dtype)
+            linear = torch.nn.Linear(child.in_features, child.out_features, bias=bias is not None,
                                      device=weight.device, dtype=dtype)
             linear.weight.data = weight
-            if child.bias is not None:
-                linear.bias.data = child.bias.data.to(dtype)
+            if bias is not None:
+                linear.bias.data = bias
             setattr(parent, name, linear.requires_grad_(False))
             replaced += 1
     return replaced
