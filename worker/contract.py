@@ -20,7 +20,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-CONTRACT_VERSION = "1.0"
+# Minor: output fields added (compatible: the prompt and answers are unchanged, adapters of 1.x load).
+# Major: the prompt, the labels or the answer format changed (adapters must be retrained).
+CONTRACT_VERSION = "1.1"
 
 FOLDERS: tuple[str, ...] = ("Work", "Personal", "Promotions", "Alerts")
 PRIORITIES: tuple[int, ...] = (1, 2, 3)
@@ -129,6 +131,8 @@ class ClassificationResult(BaseModel):
     decoding: Literal["constrained", "generate", "generate_fallback"]
     truncated: bool
     model: str
+    adapter_id: str | None = None  # the adapter's directory name @ a short hash of its weights; None: bare base
+    review: bool = False  # a confidence below NOTIF_REVIEW_BELOW: also sent to the review topic
     contract_version: str = CONTRACT_VERSION
 
     def to_json_bytes(self) -> bytes:
@@ -422,6 +426,11 @@ def parse_answer(text: str) -> tuple[str, int]:
     if type(priority) is not int or priority not in PRIORITIES:  # not True, not 3.0: the integer we trained
         raise AnswerParseError(f"priority must be 1, 2 or 3, got {priority!r}")
     return folder, int(priority)
+
+
+def compatible_contract(version: object) -> bool:
+    """Whether an adapter recorded under ``version`` speaks this contract (the same major version)."""
+    return isinstance(version, str) and version.split(".")[0] == CONTRACT_VERSION.split(".")[0]
 
 
 def contract_fingerprint() -> dict[str, str]:

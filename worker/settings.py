@@ -135,7 +135,33 @@ class Settings(BaseSettings):
             raise ValueError("NOTIF_HEARTBEAT_INTERVAL_MS must be below NOTIF_SESSION_TIMEOUT_MS (a third is usual)")
         return self
 
-    @field_validator("adapter", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    # --- model lifecycle: review routing, hot adapter swap, shadow adapter -----------------------------
+    review_topic: str | None = Field(
+        None, description="Topic for low-confidence results (the result plus its input); empty = off."
+    )
+    review_below: float = Field(
+        0.6, ge=0.0, le=1.0, description="A folder or priority confidence below this goes to review."
+    )
+    adapter_poll_s: float = Field(
+        0.0, ge=0.0, description="How often to check where NOTIF_ADAPTER points and swap when it moved; 0 = off."
+    )
+    shadow_adapter: str | None = Field(
+        None, description="A candidate adapter scored on the same batches (results to NOTIF_SHADOW_TOPIC only)."
+    )
+    shadow_topic: str | None = Field(None, description="Topic of the shadow adapter's results.")
+
+    @model_validator(mode="after")
+    def _shadow_needs_its_topic(self) -> Settings:
+        if bool(self.shadow_adapter) != bool(self.shadow_topic):
+            raise ValueError("NOTIF_SHADOW_ADAPTER and NOTIF_SHADOW_TOPIC go together: set both or neither")
+        if self.shadow_adapter and not self.adapter:
+            raise ValueError("NOTIF_SHADOW_ADAPTER needs a serving NOTIF_ADAPTER on the same base")
+        if self.shadow_adapter and self.merge_adapter:
+            raise ValueError("NOTIF_SHADOW_ADAPTER needs NOTIF_MERGE_ADAPTER=false (a merged base has one adapter)")
+        return self
+
+    @field_validator("adapter", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "review_topic",
+                     "shadow_adapter", "shadow_topic", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

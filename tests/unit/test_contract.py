@@ -19,6 +19,7 @@ from worker.contract import (
     Confidence,
     InvalidNotification,
     Notification,
+    compatible_contract,
     decode_notification,
     format_answer,
     notification_from_fields,
@@ -152,8 +153,16 @@ def test_result_serialises_to_one_json_object() -> None:
         confidence=Confidence(folder=0.9, priority=0.8), decoding="constrained", truncated=False, model="m",
     )
     data = json.loads(result.to_json_bytes())
-    assert data["folder"] == "Work" and data["priority"] == 3 and data["contract_version"] == "1.0"
+    assert data["folder"] == "Work" and data["priority"] == 3 and data["contract_version"] == "1.1"
     assert data["confidence"] == {"folder": 0.9, "priority": 0.8}
+    assert list(data) == ["id", "folder", "priority", "priority_label", "confidence", "decoding", "truncated",
+                          "model", "adapter_id", "review", "contract_version"]
+    assert data["adapter_id"] is None and data["review"] is False
+
+
+def test_adapters_of_the_same_major_version_are_compatible() -> None:
+    assert compatible_contract("1.0") and compatible_contract("1.1") and compatible_contract("1.7")
+    assert not compatible_contract("0.1") and not compatible_contract("2.0") and not compatible_contract(None)
 
 
 def test_the_fast_json_path_decodes_as_the_careful_one() -> None:

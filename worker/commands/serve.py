@@ -25,7 +25,7 @@ from worker.dev.instant import InstantClassifier
 from worker.observe.health import HealthServer, HealthState
 from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
-from worker.protocol import NotificationClassifier
+from worker.protocol import NotificationClassifier, SwappableClassifier
 from worker.settings import Settings
 from worker.stream.inference import InferenceThread
 from worker.stream.kafka_io import KafkaClients, KafkaConfigError
@@ -115,14 +115,17 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
     # The real model reports where it runs (device, torch and CUDA builds, resolved quantization): a CUDA image
     # on a host whose driver is too old shows up here and in notif_model_info, not as mysteriously slow results.
     runtime: dict[str, str] = getattr(classifier, "runtime", {})
-    metrics.model_info.info({
-        "name": classifier.name, "decoding": settings.decoding, "quantization": settings.quantization,
-        "adapter": settings.adapter or "", "device": settings.device, "contract_version": CONTRACT_VERSION,
-        **runtime,
-    })
+    adapter_id = classifier.adapter_id if isinstance(classifier, SwappableClassifier) else None
+    metrics.show_model(
+        name=classifier.name, decoding=settings.decoding, quantization=settings.quantization,
+        adapter=settings.adapter or "", adapter_id=adapter_id or "", device=settings.device,
+        contract_version=CONTRACT_VERSION, **runtime,
+    )
     log.info("model_loaded", model=classifier.name, **runtime)
     try:
-        await Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health).run(stop)
+        pipeline = Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, pipeline.check_adapter)
+        await pipeline.run(stop)
     except KafkaConfigError as exc:
         log.error("invalid_kafka_settings", error=str(exc))
         return EXIT_SETTINGS

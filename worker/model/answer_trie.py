@@ -8,7 +8,7 @@ branch (two: folder, then priority) instead of one per token, and gives the same
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from worker.contract import valid_answers
@@ -77,15 +77,18 @@ def restricted_softmax(logits: Sequence[float]) -> list[float]:
     return [weight / total for weight in weights]
 
 
-def choose(node: TrieNode, logits: Sequence[float]) -> tuple[int, float]:
-    """Greedy choice at a branch: (token, its restricted probability). `logits` align with node.choices."""
-    probs = restricted_softmax(logits)
+def choose(node: TrieNode, logits: Sequence[float], temperature: float = 1.0) -> tuple[int, float]:
+    """Greedy choice at a branch: (token, its restricted probability). `logits` align with node.choices.
+
+    A calibration temperature divides the logits before the softmax; the choice is the same at any.
+    """
+    probs = restricted_softmax(logits if temperature == 1.0 else [value / temperature for value in logits])
     best = max(range(len(probs)), key=lambda i: (logits[i], -i))  # first maximum = lowest token id
     return node.choices[best], probs[best]
 
 
-def walk(trie: AnswerTrie, tokens: Sequence[int], step_logits: Callable[[int, list[int]], list[float]]
-         ) -> tuple[tuple[str, int], dict[Decision, float]] | None:
+def walk(trie: AnswerTrie, tokens: Sequence[int], step_logits: Callable[[int, list[int]], list[float]],
+         temperatures: Mapping[Decision, float] | None = None) -> tuple[tuple[str, int], dict[Decision, float]] | None:
     """Follow a generated token sequence through the trie, scoring each branch taken.
 
     `step_logits(i, choices)` gives the logits of `choices` at generation step i. Returns the answer and
@@ -98,7 +101,9 @@ def walk(trie: AnswerTrie, tokens: Sequence[int], step_logits: Callable[[int, li
             return None
         if len(node.children) > 1:
             choices = node.choices
-            probs = restricted_softmax(step_logits(step, choices))
+            logits = step_logits(step, choices)
+            temperature = (temperatures or {}).get(node.decision, 1.0)
+            probs = restricted_softmax([value / temperature for value in logits])
             confidence[node.decision] *= probs[choices.index(token)]
         node = node.children[token]
         if node.leaf is not None:
@@ -167,13 +172,33 @@ class FeedPlan:
         return sorted(set(self.read_at.values()))
 
 
-def walk_plan(plan: FeedPlan, logits_at: Callable[[int, list[int]], list[float]]
+def walk_plan(plan: FeedPlan, logits_at: Callable[[int, list[int]], list[float]],
+              temperatures: Mapping[Decision, float] | None = None
               ) -> tuple[tuple[str, int], dict[Decision, float]]:
-    """Greedy restricted decoding over a fed plan: `logits_at(read_index, choices)` gives a choice's logits."""
+    """Greedy restricted decoding over a fed plan: `logits_at(read_index, choices)` gives a choice's logits.
+
+    ``temperatures`` (an adapter's calibration, per decision) scale the confidences, never the answer.
+    """
     node = plan.first
     confidence: dict[Decision, float] = {"folder": 1.0, "priority": 1.0}
+    scale = temperatures or {}
     while node.leaf is None:
-        token, prob = choose(node, logits_at(plan.read_at[id(node)], node.choices))
+        token, prob = choose(node, logits_at(plan.read_at[id(node)], node.choices), scale.get(node.decision, 1.0))
         confidence[node.decision] *= prob
         _, node = forced_chain(node.children[token])
     return node.leaf, confidence
+
+
+Branch = tuple[Decision, list[float], int]  # (decision, the choices' logits, index of the one taken)
+
+
+def greedy_branches(plan: FeedPlan, logits_at: Callable[[int, list[int]], list[float]]) -> list[Branch]:
+    """The branches greedy restricted decoding takes, with their logits (what calibration fits)."""
+    node = plan.first
+    branches: list[Branch] = []
+    while node.leaf is None:
+        logits = logits_at(plan.read_at[id(node)], node.choices)
+        token, _ = choose(node, logits)
+        branches.append((node.decision, logits, node.choices.index(token)))
+        _, node = forced_chain(node.children[token])
+    return branches

@@ -31,10 +31,11 @@ from worker.contract import (
     parse_answer,
     render_user_message,
 )
-from worker.model.answer_trie import AnswerTrie, FeedPlan, walk, walk_plan
+from worker.model.adapters import Adapter, describe, load_beside
+from worker.model.answer_trie import AnswerTrie, Branch, FeedPlan, greedy_branches, walk, walk_plan
 from worker.model.engine import FastEngine, build_engine
 from worker.model.layout import build_pass
-from worker.model.loading import EOS_TOKEN, LoadedModel, load_model
+from worker.model.loading import EOS_TOKEN, LoadedModel, ModelLoadError, load_model
 from worker.model.planning import plan_batches
 from worker.settings import Settings
 
@@ -69,8 +70,8 @@ class Classifier:
         self.trie = AnswerTrie(lambda text: self.tokenizer.encode(text, add_special_tokens=False), self.eos_id)
         self.prompt_tokens = PromptTokens.of(self.tokenizer)  # sender text tokenized as text, never as specials
         self.prefix_ids: list[int] = list(self.prompt_tokens.prefix)
-        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._lock = threading.Lock()
+        self._dtype = loaded.dtype
         self._cache_kwarg = _cache_kwarg(self.model)
         self.plan = FeedPlan.of(self.trie)
         self._slots = self.plan.read_slots()
@@ -84,10 +85,25 @@ class Classifier:
         self._choice_head = (self._head.weight[self._choice_tokens].detach().clone()
                              if type(self._head) is torch.nn.Linear and self._head.bias is None else None)
         self.prepare = lru_cache(maxsize=8192)(self._prepare)
+        self.serving = describe(settings.adapter, "" if settings.merge_adapter or not settings.adapter else "default")
+        self._active = self.serving  # whose weights (prefix cache, engine, calibration) the next pass uses
+        self._swaps = 0
         # NOTIF_ENGINE: the fast engine (engine.py) scores when it can run this model; else the code below
-        self.engine = engine if engine is not None and settings.engine != "reference" else build_engine(
-            self.model, settings, loaded.dtype, self.device, prefix_ids=self.prefix_ids, plan=self.plan,
-            read_slots=self._slots, choice_head=self._choice_head, pad_id=self.pad_id)
+        self.serving.engine = engine if engine is not None and settings.engine != "reference" else self._build_engine()
+        self.shadow = self._load_shadow(settings.shadow_adapter) if settings.shadow_adapter else None
+
+    @property
+    def engine(self) -> FastEngine | None:
+        """The active adapter's fast engine (it holds that adapter's merged weights), or None: the reference."""
+        return self._active.engine  # type: ignore[no-any-return]
+
+    @engine.setter
+    def engine(self, engine: FastEngine | None) -> None:
+        self._active.engine = engine
+
+    def _build_engine(self) -> FastEngine | None:
+        return build_engine(self.model, self.settings, self._dtype, self.device, prefix_ids=self.prefix_ids,
+                            plan=self.plan, read_slots=self._slots, choice_head=self._choice_head, pad_id=self.pad_id)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Classifier:
@@ -104,14 +120,70 @@ class Classifier:
 
     # --- entry point -------------------------------------------------------------------------------------
 
+    @property
+    def adapter_id(self) -> str | None:
+        return self.serving.adapter_id
+
     def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        with self._lock:
+            return self._classify(notifications)
+
+    def classify_shadow(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        """The shadow adapter's results for the same notifications (the serving adapter is active again after)."""
+        if self.shadow is None:
+            raise InferenceError("no shadow adapter is loaded (NOTIF_SHADOW_ADAPTER)")
+        with self._lock:
+            self._activate(self.shadow)
+            try:
+                return self._classify(notifications)
+            finally:
+                self._activate(self.serving)
+
+    def swap_adapter(self, path: str) -> str:
+        """Load the adapter at ``path`` beside the serving one, then serve it; returns its adapter_id.
+
+        Called between two batches (on the inference thread). Any failure leaves the old adapter serving.
+        """
+        with self._lock:
+            self._swaps += 1
+            fresh = load_beside(self.model, path, f"serving-{self._swaps}")
+            old = self.serving
+            try:
+                self._activate(fresh)
+                fresh.engine = self._build_engine() if old.engine is not None else None
+                with torch.inference_mode():
+                    self._prefix_cache(1)  # the new adapter's system-prompt cache, before the next batch needs it
+            except Exception as exc:
+                self._activate(old)
+                self.model.delete_adapter(fresh.name)
+                raise ModelLoadError(f"adapter {path} failed its first pass: {type(exc).__name__}: {exc}") from exc
+            self.serving = fresh
+            self.model.delete_adapter(old.name)
+            self.name = f"{self.settings.model}+{path}"
+            return fresh.adapter_id or path
+
+    def _load_shadow(self, path: str) -> Adapter:
+        shadow = load_beside(self.model, path, "shadow")
+        self._activate(shadow)
+        try:
+            shadow.engine = self._build_engine() if self.serving.engine is not None else None
+        finally:
+            self._activate(self.serving)
+        return shadow
+
+    def _activate(self, adapter: Adapter) -> None:
+        if adapter.name and adapter is not self._active:
+            self.model.set_adapter(adapter.name, inference_mode=True)  # default would make its weights trainable
+        self._active = adapter
+
+    def _classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
         if not notifications:
             return []
         prompts = [self.prepare(n) for n in notifications]
         batches = plan_batches([len(p.suffix_ids) for p in prompts], max_size=self.settings.max_batch_size,
                                max_tokens=self.settings.max_batch_tokens)
         results: list[ClassificationResult | None] = [None] * len(prompts)
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for batch, answers in zip(batches, self._answer_batches([[prompts[i] for i in b] for b in batches]),
                                       strict=True):
                 for i, (folder, priority, confidence, decoding) in zip(batch, answers, strict=True):
@@ -150,16 +222,36 @@ class Classifier:
             id=notification.id, folder=folder, priority=priority, priority_label=PRIORITY_LABELS[priority],
             confidence=Confidence(folder=_round(confidence["folder"]), priority=_round(confidence["priority"])),
             decoding=decoding,  # type: ignore[arg-type]
-            truncated=prompt.truncated, model=self.name,
+            truncated=prompt.truncated, model=self._model_name(), adapter_id=self._active.adapter_id,
         )
+
+    def _model_name(self) -> str:
+        path = self._active.path
+        return f"{self.settings.model}+{path}" if path else self.settings.model
 
     # --- constrained: walk the answer trie ----------------------------------------------------------------
 
     def score(self, prompts: list[Prompt]) -> list[tuple[str, int, dict[str, float]]]:
         """Greedy decoding restricted to the valid answers, in ONE forward pass (see FeedPlan and layout)."""
+        return self._walk(self._logits(prompts))
+
+    def _logits(self, prompts: list[Prompt]) -> list[list[list[float]]]:
         if self.engine is not None:
-            return self._walk(self.engine.launch(self.engine.prepare(self._trunks(prompts))).wait().tolist())
-        return self._walk(self._reference_logits(prompts))
+            return self.engine.launch(self.engine.prepare(self._trunks(prompts))).wait().tolist()  # type: ignore[no-any-return]
+        return self._reference_logits(prompts)
+
+    def branches(self, notifications: Sequence[Notification]) -> list[list[Branch]]:
+        """The logits of every branch the serving adapter's constrained answer takes (calibration's input)."""
+        prompts = [self.prepare(n) for n in notifications]
+        found: list[list[Branch]] = [[] for _ in prompts]
+        batches = plan_batches([len(p.suffix_ids) for p in prompts], max_size=self.settings.max_batch_size,
+                               max_tokens=self.settings.max_batch_tokens)
+        with self._lock, torch.inference_mode():
+            for batch in batches:
+                readers = self._readers(self._logits([prompts[i] for i in batch]))
+                for i, reader in zip(batch, readers, strict=True):
+                    found[i] = greedy_branches(self.plan, reader)
+        return found
 
     def _reference_logits(self, prompts: list[Prompt]) -> list[list[list[float]]]:
         """[N][S][C] choice-token logits by the transformers model itself (rows of layout.build_pass)."""
@@ -177,13 +269,15 @@ class Classifier:
         hidden = out.last_hidden_state[fed.read_rows.to(device), fed.read_cols.to(device)]  # [N * S, H]
         return self._choice_logits(hidden).float().view(len(prompts), len(self._slots), -1).cpu().tolist()
 
-    def _walk(self, picked: list[list[list[float]]]) -> list[tuple[str, int, dict[str, float]]]:
-        plan = self.plan
+    def _readers(self, picked: list[list[list[float]]]) -> list[Callable[[int, list[int]], list[float]]]:
         slot_of = {slot: i for i, slot in enumerate(self._slots)}
         column = {token: i for i, token in enumerate(self._choice_tokens)}
+        return [_reader(row, slot_of, column) for row in picked]
+
+    def _walk(self, picked: list[list[list[float]]]) -> list[tuple[str, int, dict[str, float]]]:
         answers = []
-        for row in picked:
-            (folder, priority), confidence = walk_plan(plan, _reader(row, slot_of, column))
+        for reader in self._readers(picked):
+            (folder, priority), confidence = walk_plan(self.plan, reader, self._active.temperatures)
             answers.append((folder, priority, confidence))
         return answers
 
@@ -197,14 +291,14 @@ class Classifier:
         """A fresh KV cache holding the system prefix for `batch` rows (the prefix is computed once)."""
         from transformers import DynamicCache
 
-        if self._prefix_kv is None:
+        if self._active.prefix_kv is None:  # once per adapter: its LoRA changes the prompt's keys and values
             cache = DynamicCache()
             ids = torch.tensor([self.prefix_ids], device=self.device)
             self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache})
             layers: list[Any] = list(cache.layers)
-            self._prefix_kv = [(layer.keys, layer.values) for layer in layers]
+            self._active.prefix_kv = [(layer.keys, layer.values) for layer in layers]
         fresh = DynamicCache()
-        for index, (keys, values) in enumerate(self._prefix_kv):
+        for index, (keys, values) in enumerate(self._active.prefix_kv):
             fresh.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), index)
         return fresh
 
@@ -243,7 +337,8 @@ class Classifier:
             folder, priority = parse_answer(self.tokenizer.decode(tokens, skip_special_tokens=True))
         except AnswerParseError:
             return None
-        walked = walk(self.trie, tokens, lambda step, choices: logits[step][row, choices].float().tolist())
+        walked = walk(self.trie, tokens, lambda step, choices: logits[step][row, choices].float().tolist(),
+                      self._active.temperatures)
         if walked is None:  # parsed, but not the canonical token path: no per-branch probabilities
             return folder, priority, {"folder": None, "priority": None}, "generate"
         return folder, priority, dict(walked[1]), "generate"

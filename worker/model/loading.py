@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from worker.contract import CONTRACT_VERSION, contract_fingerprint
+from worker.contract import CONTRACT_VERSION, compatible_contract, contract_fingerprint
 from worker.settings import Settings
 
 PAD_TOKEN = "<|endoftext|>"
@@ -187,7 +187,7 @@ def check_adapter_contract(adapter: str) -> dict[str, str]:
         )
     recorded = json.loads(path.read_text())
     expected = contract_fingerprint()
-    if recorded.get("contract_version") != CONTRACT_VERSION:
+    if not compatible_contract(recorded.get("contract_version")):
         raise ModelLoadError(
             f"adapter {adapter} was trained under contract {recorded.get('contract_version')!r}; "
             f"this worker speaks {CONTRACT_VERSION!r}. Retrain it or run a matching worker version."

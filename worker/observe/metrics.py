@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 # About 1 ms to 30 s: an end-to-end latency covers both a warm batch and a stalled one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+REVIEW_REASONS = ("folder", "priority", "both", "unscored")  # which confidence was low (worker/stream/review.py)
 
 
 class Metrics:
@@ -101,3 +102,37 @@ class Metrics:
             "notif_oldest_unacked_age_seconds", "How long the oldest consumed record still without an acknowledged "
             "result or dead letter has waited (0 when none).", ["topic", "partition"], registry=registry,
         )
+
+        # --- model lifecycle: review routing, adapter swaps, the shadow adapter ---------------------------
+        self.reviews = Counter(
+            "notif_review", "Results sent to the review topic, by which confidence was low.", ["reason"],
+            registry=registry,
+        )
+        self.adapter_reloads = Counter(
+            "notif_adapter_reloads", "Adapter reload attempts, by outcome (swapped, failed).", ["outcome"],
+            registry=registry,
+        )
+        self.shadow_agreement = Counter(
+            "notif_shadow_agreement", "Shadow answers compared with the serving ones, by decision and agreement.",
+            ["decision", "agree"], registry=registry,
+        )
+        self.shadow_failures = Counter(
+            "notif_shadow_failures", "Shadow batches that failed (scoring or publishing); serving is unaffected.",
+            ["stage"], registry=registry,
+        )
+        # Every label value is known: children at 0 from the start, so rates and ratios exist before events.
+        for reason in REVIEW_REASONS:
+            self.reviews.labels(reason=reason)
+        for outcome in ("swapped", "failed"):
+            self.adapter_reloads.labels(outcome=outcome)
+        for decision in ("folder", "priority"):
+            for agree in ("true", "false"):
+                self.shadow_agreement.labels(decision=decision, agree=agree)
+        for stage in ("score", "publish"):
+            self.shadow_failures.labels(stage=stage)
+        self._model_labels: dict[str, str] = {}
+
+    def show_model(self, **labels: str) -> None:
+        """Set (or update, e.g. after an adapter swap) the labels of notif_model_info."""
+        self._model_labels.update(labels)
+        self.model_info.info(dict(self._model_labels))

@@ -149,8 +149,10 @@ class InferenceLoop:
     """Batches from the queue through the model, one at a time; every outcome goes to the outbox."""
 
     def __init__(self, queue: BatchQueue[Work], thread: InferenceThread, classifier: NotificationClassifier,
-                 outbox: Outbox, metrics: Metrics, health: HealthState, breaker: CircuitBreaker) -> None:
+                 outbox: Outbox, metrics: Metrics, health: HealthState, breaker: CircuitBreaker,
+                 on_served: Callable[[list[tuple[Work, ClassificationResult]]], None] | None = None) -> None:
         self.queue = queue
+        self._on_served = on_served  # the shadow adapter hears of every served batch (worker/stream/shadow.py)
         self.thread = thread
         self.classifier = classifier
         self.outbox = outbox
@@ -186,9 +188,16 @@ class InferenceLoop:
             await self.breaker.wait_before_retry(self._stopping)
             return batch
         self.breaker.succeeded()
-        self.outbox.submit([self.outbox.dead_letter(work, INFERENCE_ERROR, outcome.message)
-                            if isinstance(outcome, InferenceFailure) else self.outbox.result(work, outcome)
-                            for work, outcome in zip(batch, outcomes, strict=True)])
+        deliveries, served = [], []
+        for work, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, InferenceFailure):
+                deliveries.append(self.outbox.dead_letter(work, INFERENCE_ERROR, outcome.message))
+            else:
+                deliveries.extend(self.outbox.result(work, outcome))
+                served.append((work, outcome))
+        self.outbox.submit(deliveries)
+        if self._on_served is not None:
+            self._on_served(served)
         return []
 
     async def _probe_works(self) -> bool:

@@ -23,6 +23,7 @@ from worker.settings import Settings
 from worker.stream.kafka_io import KafkaClients, PublishFailed, backoff_s, delivery_error
 from worker.stream.publish_policy import DEAD_LETTER, Halt, Replace, decide
 from worker.stream.records import dead_letter_headers, result_key
+from worker.stream.review import review_reason, review_value
 from worker.stream.work import Delivery, Work
 
 OnHalt = Callable[[Work, str], None]
@@ -61,11 +62,22 @@ class Outbox:
 
     # --- messages ----------------------------------------------------------------------------------------
 
-    def result(self, work: Work, result: ClassificationResult) -> Delivery:
+    def result(self, work: Work, result: ClassificationResult) -> list[Delivery]:
+        """The result's message, and its review record when it needs a person (see worker/stream/review.py)."""
         if result.decoding == "generate_fallback":
             self.metrics.parse_failures.inc()
         assert work.notification is not None
         key = result_key(work.record.key, work.notification)
+        reason = review_reason(result, self.settings.review_below) if self.settings.review_topic else None
+        if reason is None:
+            return [self._result(work, result, key)]
+        result = result.model_copy(update={"review": True})
+        work.pending += 1
+        review = Delivery(work, self.settings.review_topic or "", key, review_value(result, work.notification), [],
+                          self.metrics.reviews.labels(reason=reason))
+        return [self._result(work, result, key), review]
+
+    def _result(self, work: Work, result: ClassificationResult, key: bytes | None) -> Delivery:
         counter = self._classified.get((result.folder, result.priority))
         if counter is None:  # labels() is slow enough to matter once per message: keep the children
             counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
@@ -224,7 +236,10 @@ class Outbox:
         now = time.time()
         latency = self.metrics.end_to_end_latency
         for delivery in deliveries:
-            delivery.work.state.ack(delivery.work.record.offset)
+            work = delivery.work
+            work.pending -= 1
+            if work.pending == 0:  # a result sent for review too is done when both are acknowledged
+                work.state.ack(work.record.offset)
             counts[delivery.counter] = counts.get(delivery.counter, 0) + 1
             if delivery.input_ms is not None:
                 latency.observe(max(0.0, now - delivery.input_ms / 1000))

@@ -22,6 +22,7 @@ from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
+from worker.stream import lifecycle
 from worker.stream.batch_queue import BatchQueue
 from worker.stream.breaker import CircuitBreaker
 from worker.stream.committer import Committer
@@ -60,7 +61,10 @@ class Pipeline:
                                       unhealthy_s=settings.breaker_unhealthy_s, metrics=metrics, health=health)
         self.intake = Intake(settings, kafka, classifier, self.tracker, self.queue, self.outbox, metrics, health,
                              revoking, self.halted, self.breaker, on_halt=self.halt)
-        self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker)
+        self.shadow = lifecycle.shadow(settings, thread, classifier, kafka, metrics)
+        self.adapter_watch = lifecycle.adapter_watcher(settings, thread, classifier, metrics)
+        self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker,
+                                       on_served=self.shadow.after if self.shadow else None)
         self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking,
                                    self.halted)
         self.watcher = Watcher(kafka, self.tracker, metrics, health, checks=[self.outbox.show_stall])
@@ -70,7 +74,8 @@ class Pipeline:
         if not await self._connect(stop):
             return
         loops = [asyncio.create_task(coro) for coro in (
-            self.intake.run(), self.inference.run(), self.committer.run(), self.watcher.run())]
+            self.intake.run(), self.inference.run(), self.committer.run(), self.watcher.run(),
+            *([self.adapter_watch.run()] if self.adapter_watch else []))]
         stopped: asyncio.Task[Any] = asyncio.create_task(stop.wait())
         # every task is watched: the four loops here, the outbox's hand-over and redelivery tasks through
         # its failure future; the first unexpected exception stops the worker (exit 1 in serve)
@@ -85,7 +90,7 @@ class Pipeline:
             log.warning("shutdown_deadline_passed", unfinished=self.tracker.in_flight,
                         note="uncommitted input is processed again by the next owner")
         finally:
-            await _cancel([*loops, stopped, *self.outbox.tasks()])
+            await _cancel([*loops, stopped, *self.outbox.tasks(), *(self.shadow.tasks() if self.shadow else [])])
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.kafka.stop(), reserve)
             await self.intake.close()
@@ -102,6 +107,11 @@ class Pipeline:
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.committer.on_assigned(assigned)
         self.watcher.show_assignment(len(assigned))
+
+    def check_adapter(self) -> None:
+        """SIGHUP: check where NOTIF_ADAPTER points now (worker/stream/adapter_watch.py)."""
+        if self.adapter_watch is not None:
+            self.adapter_watch.check_now()
 
     def _acked(self) -> None:
         self.intake.room_freed()

@@ -19,6 +19,7 @@ class Work:
     state: PartitionOffsets
     notification: Notification | None = None
     tokens: int = 0
+    pending: int = 1  # publications still unacknowledged: the offset is done when the last one is (review)
 
 
 @dataclass(eq=False, slots=True)

@@ -73,3 +73,24 @@ def test_feed_plan_lays_out_every_choice_for_one_pass() -> None:
     answer, confidence = walk_plan(plan, logits_at)
     assert answer == ("Work", 3)
     assert 0.25 < confidence["folder"] < 1 and 1 / 3 < confidence["priority"] < 1
+
+
+def test_a_temperature_scales_the_confidence_and_keeps_the_answer() -> None:
+    from worker.model.answer_trie import FeedPlan, greedy_branches, walk_plan
+
+    plan = FeedPlan.of(AnswerTrie(encode, EOS))
+
+    def logits_at(read: int, choices: list[int]) -> list[float]:
+        return [float((c * 7 + read) % 5) for c in choices]  # a fixed, uneven spread per choice point
+
+    answer, plain = walk_plan(plan, logits_at)
+    for folder_t, priority_t in ((2.0, 0.5), (0.25, 4.0)):
+        scaled_answer, scaled = walk_plan(plan, logits_at, {"folder": folder_t, "priority": priority_t})
+        assert scaled_answer == answer
+        assert (scaled["folder"] < plain["folder"]) == (folder_t > 1)
+        assert (scaled["priority"] < plain["priority"]) == (priority_t > 1)
+    branches = greedy_branches(plan, logits_at)
+    expected = {"folder": 1.0, "priority": 1.0}
+    for decision, logits, taken in branches:
+        expected[decision] *= restricted_softmax(logits)[taken]
+    assert expected == plain
