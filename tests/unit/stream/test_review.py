@@ -6,9 +6,14 @@ import json
 
 import pytest
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from worker.contract import ClassificationResult, Confidence, Notification
+from worker.observe.metrics import Metrics
+from worker.settings import Settings
+from worker.stream.kafka_io import KafkaClients
 from worker.stream.offsets import PartitionOffsets
+from worker.stream.outbox import Outbox
 from worker.stream.review import review_reason, review_value
 from worker.stream.work import Work
 
@@ -37,10 +42,34 @@ def test_the_review_record_is_the_result_plus_its_input() -> None:
     assert record["review"] is True and record["adapter_id"] == "v1@00000000"
 
 
-def test_work_counts_its_pending_publications() -> None:
-    # The outbox acknowledges an offset only when Work.pending reaches 0 (worker/stream/outbox.py).
+def consumed(offset: int) -> Work:
     state = PartitionOffsets()
-    state.track(7)
-    record: ConsumerRecord[bytes, bytes] = ConsumerRecord("t", 0, 7, 0, 0, None, b"{}", None, 0, 2, [])
-    work = Work(record, state)
-    assert work.pending == 1
+    state.track(offset)
+    record: ConsumerRecord[bytes, bytes] = ConsumerRecord("raw", 0, offset, 1, 0, b"k", b"{}", None, 0, 2, [])
+    return Work(record, state, Notification(id="n1", title="Standup"))
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_an_offset_is_done_only_when_the_result_and_its_review_are_acknowledged(first: int) -> None:
+    settings = Settings(review_topic="review", review_below=0.6)
+    registry = CollectorRegistry()
+    outbox = Outbox(settings, KafkaClients(settings), Metrics(registry), on_acked=lambda: None)
+    work = consumed(7)
+    deliveries = outbox.result(work, result(0.3, 0.9))
+    assert [d.topic for d in deliveries] == [settings.output_topic, "review"] and work.pending == 2
+    assert json.loads(deliveries[0].value or b"")["review"] is True
+    outbox._acknowledged([deliveries[first]])
+    assert work.state.position() == 7  # one of the two is still unacknowledged: nothing to commit
+    outbox._acknowledged([deliveries[1 - first]])
+    assert work.state.position() == 8
+    assert registry.get_sample_value("notif_review_total", {"reason": "folder"}) == 1
+
+
+def test_a_confident_result_is_one_publication_and_review_off_flags_nothing() -> None:
+    for settings in (Settings(review_topic="review"), Settings()):
+        outbox = Outbox(settings, KafkaClients(settings), Metrics(CollectorRegistry()), on_acked=lambda: None)
+        confident, doubtful = consumed(3), consumed(4)
+        assert len(outbox.result(confident, result(0.95, 0.9))) == 1 and confident.pending == 1
+        flagged = outbox.result(doubtful, result(0.2, 0.9))
+        assert len(flagged) == (2 if settings.review_topic else 1)
+        assert json.loads(flagged[0].value or b"")["review"] is bool(settings.review_topic)

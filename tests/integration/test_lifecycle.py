@@ -1,0 +1,258 @@
+"""The model lifecycle through a real broker with the tiny Qwen3 and two real LoRA adapters.
+
+Review routing, a hot adapter swap by moving a symlink mid-stream, a bad adapter that keeps the old one
+serving, and a shadow adapter whose answers go to their own topic and are compared with the serving ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.integration.kafka_helpers import (
+    TopicReader,
+    Topics,
+    committed,
+    eventually,
+    notification_messages,
+    produce,
+    read_all,
+)
+from worker.contract import ClassificationResult, Notification, contract_fingerprint
+from worker.dev.broker import create_topics_async
+from worker.dev.instant import InstantClassifier
+from worker.model.adapters import adapter_id
+from worker.model.loading import CONTRACT_FILE
+from worker.observe.health import HealthState
+from worker.observe.metrics import Metrics
+from worker.protocol import NotificationClassifier
+from worker.settings import Settings
+from worker.stream.inference import InferenceThread
+from worker.stream.kafka_io import KafkaClients
+from worker.stream.pipeline import Pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def make_lora(base: Path, out: Path, seed: int) -> Path:
+    """A real peft LoRA adapter with random (not zero) B matrices, so it changes answers; plus its contract."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(out))
+    (out / CONTRACT_FILE).write_text(json.dumps(contract_fingerprint()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {"a": make_lora(tiny_model_dir, root / "a", seed=1), "b": make_lora(tiny_model_dir, root / "b", seed=2)}
+
+
+def settings_for(topics: Topics, broker: str, tiny_model_dir: Path, **extra: Any) -> Settings:
+    return Settings.model_validate({
+        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
+        "model": str(tiny_model_dir), "quantization": "none", "device": "cpu", "commit_interval_ms": 50,
+        "max_wait_ms": 5, "max_batch_size": 8, **extra,
+    })
+
+
+def load(settings: Settings) -> NotificationClassifier:
+    from worker.model.classifier import Classifier
+
+    return Classifier.from_settings(settings)
+
+
+@asynccontextmanager
+async def running(settings: Settings, classifier: NotificationClassifier, registry: CollectorRegistry
+                  ) -> AsyncIterator[Pipeline]:
+    health = HealthState(liveness_timeout_s=60)
+    health.model_loaded = True
+    thread = InferenceThread()
+    pipeline = Pipeline(settings, classifier, KafkaClients(settings), thread, Metrics(registry), health)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    try:
+        yield pipeline
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        thread.stop()
+
+
+async def all_committed(broker: str, topics: Topics, count: int) -> None:
+    async def done() -> bool:
+        return sum((await committed(broker, topics.group, topics.input)).values()) == count
+
+    await eventually(done, 30, f"{count} input offsets committed")
+
+
+def value(registry: CollectorRegistry, sample: str, **labels: str) -> float:
+    return registry.get_sample_value(sample, labels) or 0.0
+
+
+def low(result: dict[str, Any], below: float) -> bool:
+    return min(result["confidence"]["folder"], result["confidence"]["priority"]) < below
+
+
+async def test_review_records_appear_for_low_confidence_results_only(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]], tiny_model_dir: Path,
+        adapters: dict[str, Path]) -> None:
+    topics = await make_topics(partitions=2)
+    review_topic = f"review-{topics.group}"
+    await create_topics_async(broker, [review_topic], 2)
+    messages = notification_messages(40)
+    settings = settings_for(topics, broker, tiny_model_dir, adapter=str(adapters["a"]), review_topic=review_topic)
+    classifier = load(settings)
+    # The threshold: the median of the results' lower confidence, so both kinds are plentiful.
+    offline = classifier.classify([Notification.model_validate_json(raw) for _, raw in messages if raw])
+    lows = sorted(min(r.confidence.folder or 0, r.confidence.priority or 0) for r in offline)
+    below = lows[len(lows) // 2]
+    settings = settings.with_overrides(review_below=below)
+    registry = CollectorRegistry()
+    await produce(broker, topics.input, messages, partitions=2)
+    async with running(settings, classifier, registry):
+        outputs = await read_all(broker, topics.output, at_least=len(messages), timeout_s=90)
+        flagged = {r.key for r in outputs if json.loads(r.value)["review"]}
+        reviews = await read_all(broker, review_topic, at_least=len(flagged), timeout_s=30)
+        await all_committed(broker, topics, len(messages))
+    results = {r.key: json.loads(r.value) for r in outputs}
+    assert len(outputs) == len(results) == len(messages)
+    assert 0 < len(flagged) < len(messages)
+    for result in results.values():
+        assert result["review"] == low(result, below), result
+        assert result["adapter_id"] == adapter_id(str(adapters["a"]))
+    assert sorted(r.key for r in reviews) == sorted(flagged)
+    inputs = {key: json.loads(raw) for key, raw in messages if raw}
+    for record in reviews:
+        review = json.loads(record.value)
+        assert review.pop("input") == inputs[record.key]
+        assert review == results[record.key]
+    counted = sum(value(registry, "notif_review_total", reason=reason)
+                  for reason in ("folder", "priority", "both", "unscored"))
+    assert counted == len(flagged)
+
+
+def point(link: Path, target: Path) -> None:
+    """Move a symlink atomically, as a deployment promoting an adapter would."""
+    fresh = link.with_name(link.name + ".new")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(target)
+    os.replace(fresh, link)
+
+
+def by_key(records: Sequence[Any]) -> dict[bytes, dict[str, Any]]:
+    return {r.key: json.loads(r.value) for r in records}
+
+
+async def test_moving_the_symlink_swaps_the_adapter_mid_stream(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]], tiny_model_dir: Path,
+        adapters: dict[str, Path], tmp_path: Path) -> None:
+    topics = await make_topics(partitions=2)
+    current = tmp_path / "current"
+    current.symlink_to(adapters["a"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text("{}")  # no weights, no contract: must not replace b
+    settings = settings_for(topics, broker, tiny_model_dir, adapter=str(current), adapter_poll_s=0.1)
+    id_a, id_b = adapter_id(str(adapters["a"])), adapter_id(str(adapters["b"]))
+    registry = CollectorRegistry()
+    first, second, third = (notification_messages(30, prefix) for prefix in ("a", "b", "c"))
+    await produce(broker, topics.input, first, partitions=2)
+    async with running(settings, load(settings), registry) as pipeline, \
+            TopicReader(broker, topics.output) as reader:
+        await reader.read_until(10, timeout_s=90)
+        point(current, adapters["b"])  # mid-stream: most of the first messages are still to come
+
+        async def swapped() -> bool:
+            return value(registry, "notif_adapter_reloads_total", outcome="swapped") == 1
+
+        await eventually(swapped, 60, "the adapter swapped")
+        assert pipeline.adapter_watch is not None and pipeline.adapter_watch.serving == str(adapters["b"])
+        await produce(broker, topics.input, second, partitions=2)
+        await reader.read_until(len(first) + len(second), timeout_s=90)
+        point(current, bad)
+
+        async def refused() -> bool:
+            return value(registry, "notif_adapter_reloads_total", outcome="failed") == 1
+
+        await eventually(refused, 60, "the bad adapter refused")
+        await produce(broker, topics.input, third, partitions=2)
+        records = await reader.read_until(len(first) + len(second) + len(third), timeout_s=90)
+        await all_committed(broker, topics, len(first) + len(second) + len(third))
+    results = by_key(records)
+    assert len(records) == len(results) == 90  # every message once: none lost, none redone
+    ids = {prefix: [results[key]["adapter_id"] for key, _ in batch]
+           for prefix, batch in (("a", first), ("b", second), ("c", third))}
+    assert ids["a"][:10].count(id_a) >= 1 and set(ids["a"]) <= {id_a, id_b}
+    assert set(ids["b"]) == {id_b} and set(ids["c"]) == {id_b}  # the bad adapter never served
+    for partition in (0, 1):  # within a partition, a then b: one switch, between two batches
+        order = [json.loads(r.value)["adapter_id"] for r in sorted(records, key=lambda r: r.offset)
+                 if r.partition == partition]
+        assert order == sorted(order, key=lambda i: i == id_b)
+    assert value(registry, "notif_model_info", adapter=str(adapters["b"]), adapter_id=id_b, name=(
+        f"{tiny_model_dir}+{adapters['b']}")) == 1.0
+
+
+async def test_the_shadow_topic_has_a_result_for_every_input(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]], tiny_model_dir: Path,
+        adapters: dict[str, Path]) -> None:
+    topics = await make_topics(partitions=2)
+    shadow_topic = f"shadow-{topics.group}"
+    await create_topics_async(broker, [shadow_topic], 2)
+    settings = settings_for(topics, broker, tiny_model_dir, adapter=str(adapters["a"]),
+                            shadow_adapter=str(adapters["b"]), shadow_topic=shadow_topic)
+    messages = notification_messages(40)
+    registry = CollectorRegistry()
+    await produce(broker, topics.input, messages, partitions=2)
+    async with running(settings, load(settings), registry):
+        outputs = by_key(await read_all(broker, topics.output, at_least=len(messages), timeout_s=90))
+        shadows = by_key(await read_all(broker, shadow_topic, at_least=len(messages), timeout_s=60))
+        await all_committed(broker, topics, len(messages))
+    assert sorted(outputs) == sorted(shadows) == sorted(key for key, _ in messages)
+    assert {r["adapter_id"] for r in outputs.values()} == {adapter_id(str(adapters["a"]))}
+    assert {r["adapter_id"] for r in shadows.values()} == {adapter_id(str(adapters["b"]))}
+    assert any(outputs[k]["confidence"] != shadows[k]["confidence"] for k in outputs)  # really another adapter
+    for decision in ("folder", "priority"):
+        agree = sum(outputs[k][decision] == shadows[k][decision] for k in outputs)
+        assert value(registry, "notif_shadow_agreement_total", decision=decision, agree="true") == agree
+        assert value(registry, "notif_shadow_agreement_total", decision=decision, agree="false") == 40 - agree
+    assert value(registry, "notif_shadow_failures_total", stage="score") == 0
+
+
+class FailingShadow(InstantClassifier):
+    """Serves instantly; its shadow raises on every batch."""
+
+    def classify_shadow(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        raise RuntimeError("shadow adapter out of memory")
+
+
+async def test_a_failing_shadow_leaves_serving_and_commits_alone(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    topics = await make_topics(partitions=2)
+    settings = Settings.model_validate({
+        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
+        "commit_interval_ms": 50, "max_batch_size": 8, "adapter": "serving", "shadow_adapter": "candidate",
+        "shadow_topic": f"shadow-{topics.group}",
+    })
+    messages = notification_messages(40)
+    registry = CollectorRegistry()
+    await produce(broker, topics.input, messages, partitions=2)
+    async with running(settings, FailingShadow(), registry):
+        outputs = await read_all(broker, topics.output, at_least=len(messages), timeout_s=60)
+        await all_committed(broker, topics, len(messages))
+    assert sorted(r.key for r in outputs) == sorted(key for key, _ in messages)
+    assert value(registry, "notif_shadow_failures_total", stage="score") >= 1
