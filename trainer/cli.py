@@ -46,10 +46,16 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     compare = Path(args.compare) if args.compare else None
     results = evaluate(settings, Path(args.data), Path(args.out), limit=args.limit, compare=compare,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, calibrate=args.calibrate)
     accuracy = results["accuracy"]
     print(f"folder {accuracy['folder']:.1%}  priority {accuracy['priority']:.1%}  both {accuracy['both']:.1%}  "
           f"parse failures {results['parse_failures']['count']}  (n={results['n']})")
+    if "calibration" in results:
+        calibration = results["calibration"]
+        for decision, temperature in calibration["temperature"].items():
+            print(f"{decision}: temperature {temperature:g}, ECE {calibration['ece_before'][decision]:.3f} -> "
+                  f"{calibration['ece_after'][decision]:.3f}")
+        print(f"calibration: {calibration['file']}")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -77,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate the first N examples only (the reference used 500)")
     evaluate.add_argument("--out", required=True, help="directory for results.json, report.md and the PNGs")
     evaluate.add_argument("--compare", help="a previous results.json to compare against")
+    evaluate.add_argument("--calibrate", action="store_true",
+                          help="fit one confidence temperature per decision on this data and write "
+                               "calibration.json into the adapter (the worker applies it)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=run_eval)
     return parser

@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from trainer import TrainerError
+from trainer.calibration import calibrate, write_calibration
 from trainer.data import Example, read_dataset
 from trainer.metrics import compute_metrics
 from trainer.report import write_report
@@ -57,9 +58,33 @@ def load_previous(path: Path | None) -> dict[str, Any] | None:
     return previous
 
 
+def calibrate_adapter(classifier: Classifier, settings: Settings, examples: Sequence[Example],
+                      results: Sequence[ClassificationResult], data: Path, *, progress: bool) -> dict[str, Any]:
+    """Fit the temperatures on these examples, write calibration.json into the adapter, return the evidence."""
+    samples = []
+    with tqdm(total=len(examples), desc="calibrating", disable=not progress) as bar:
+        for start in range(0, len(examples), CHUNK):
+            chunk = examples[start:start + CHUNK]
+            try:
+                samples.extend(classifier.branches([e.notification for e in chunk]))
+            except InferenceError as exc:
+                raise EvaluationError(f"the model failed on examples {start}-{start + len(chunk)}: {exc}") from exc
+            bar.update(len(chunk))
+    calibration = calibrate(samples, examples, results)
+    assert settings.adapter is not None
+    calibration["file"] = str(write_calibration(Path(settings.adapter), calibration, str(data)))
+    return calibration
+
+
 def evaluate(settings: Settings, data: Path, out: Path, *, limit: int | None = None,
-             compare: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Classify ``data`` (first ``limit`` examples), write results.json, report.md and the PNGs to ``out``."""
+             compare: Path | None = None, progress: bool = True, calibrate: bool = False) -> dict[str, Any]:
+    """Classify ``data`` (first ``limit`` examples), write results.json, report.md and the PNGs to ``out``.
+
+    ``calibrate``: also fit one temperature per decision and write calibration.json into the adapter.
+    """
+    if calibrate and not (settings.adapter and Path(settings.adapter).is_dir()):
+        raise EvaluationError("--calibrate writes calibration.json into the adapter: give --adapter as a local "
+                              "directory")
     previous = load_previous(compare)
     dataset = read_dataset(data, limit=limit)
     try:
@@ -84,6 +109,9 @@ def evaluate(settings: Settings, data: Path, out: Path, *, limit: int | None = N
         "notifications_per_s": round(len(results) / elapsed, 2) if elapsed > 0 else None,
         **compute_metrics(dataset.examples, results),
     }
+    if calibrate:
+        report["calibration"] = calibrate_adapter(classifier, settings, dataset.examples, results, data,
+                                                  progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     write_report(report, out, previous)

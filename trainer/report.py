@@ -14,6 +14,7 @@ from typing import Any
 REFERENCE = {"folder": 0.940, "priority": 0.830, "both": 0.782, "parse_failures": 0.0, "medium": 0.664}
 PREVIOUS_MODEL = {"folder": 0.906, "priority": 0.546, "both": 0.490}  # FunctionGemma 270M
 PNG_FILES = {"folder": "confusion_folder.png", "priority": "confusion_priority.png"}
+RELIABILITY_PNG = "reliability.png"
 
 
 def _pct(value: float | None) -> str:
@@ -117,7 +118,23 @@ def write_plots(results: dict[str, Any], out: Path) -> bool:
     for key, name in PNG_FILES.items():
         block = results["confusion"][key]
         plot_confusion(block["matrix"], block["labels"], f"{key} confusion (n={results['n']})", out / name)
+    if "calibration" in results:
+        from trainer.calibration import plot_reliability
+
+        plot_reliability(results["calibration"], out / RELIABILITY_PNG)
     return True
+
+
+def calibration_table(calibration: dict[str, Any], plots: bool) -> list[str]:
+    """Temperatures and the expected calibration error before and after (from `eval --calibrate`)."""
+    rows = [f"Fitted on {calibration['n']} notifications; ECE over {calibration['bins']} equal-width confidence "
+            f"bins. Written to `{calibration['file']}`; the worker applies it to every confidence it publishes "
+            "(answers do not change).", "",
+            "| Decision | Temperature | ECE before | ECE after |", "|---|---|---|---|"]
+    for decision, temperature in calibration["temperature"].items():
+        rows.append(f"| {decision} | {temperature:g} | {calibration['ece_before'][decision]:.4f} | "
+                    f"**{calibration['ece_after'][decision]:.4f}** |")
+    return rows + (["", f"![reliability diagram]({RELIABILITY_PNG})"] if plots else [])
 
 
 def render_report(results: dict[str, Any], previous: dict[str, Any] | None, plots: bool) -> str:
@@ -133,6 +150,8 @@ def render_report(results: dict[str, Any], previous: dict[str, Any] | None, plot
         "", "## Overall", "", *overall_table(results, previous),
         "", "## Per priority", "", *priority_table(results, previous),
         "", "## Per folder", "", *folder_table(results, previous),
+        *(["", "## Calibration", "", *calibration_table(results["calibration"], plots)]
+          if "calibration" in results else []),
         "", "## Confusion matrices (rows: true, columns: predicted)", "",
     ]
     for key, name in PNG_FILES.items():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.integration.adapters import make_adapter
 from tests.integration.kafka_helpers import (
     TopicReader,
     Topics,
@@ -30,7 +31,6 @@ from worker.contract import ClassificationResult, Notification, contract_fingerp
 from worker.dev.broker import create_topics_async
 from worker.dev.instant import InstantClassifier
 from worker.model.adapters import adapter_id
-from worker.model.loading import CONTRACT_FILE
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
@@ -42,24 +42,12 @@ from worker.stream.pipeline import Pipeline
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-def make_lora(base: Path, out: Path, seed: int) -> Path:
-    """A real peft LoRA adapter with random (not zero) B matrices, so it changes answers; plus its contract."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base))
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(str(out))
-    (out / CONTRACT_FILE).write_text(json.dumps(contract_fingerprint()))
-    return out
-
-
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return {"a": make_lora(tiny_model_dir, root / "a", seed=1), "b": make_lora(tiny_model_dir, root / "b", seed=2)}
+    fingerprint = contract_fingerprint()
+    return {name: make_adapter(str(tiny_model_dir), root / name, contract=fingerprint, seed=seed)
+            for name, seed in (("a", 1), ("b", 2))}
 
 
 def settings_for(topics: Topics, broker: str, tiny_model_dir: Path, **extra: Any) -> Settings:

@@ -9,22 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.model.loading import CONTRACT_FILE, ModelLoadError, describe_placement, load_model
+from tests.integration.adapters import make_adapter
+from worker.model.loading import ModelLoadError, describe_placement, load_model
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-def make_adapter(base: str, out: Path, *, contract: dict[str, str] | None) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-    peft_model.save_pretrained(str(out))
-    if contract is not None:
-        (out / CONTRACT_FILE).write_text(json.dumps(contract))
-    return out
 
 
 def test_pad_and_eos_are_qwen3s(make_settings: Callable[..., Settings]) -> None:
