@@ -133,6 +133,9 @@ def test_dashboard_covers_what_the_issue_asks_for(dashboard_exprs: list[str]) ->
         "notif_parse_failures_total",
         "notif_consumer_lag",
         "notif_ready",
+        "notif_review_total",
+        "notif_shadow_agreement_total",
+        "notif_adapter_reloads_total",
     }
     assert required <= used, f"missing panels for {required - used}"
     joined = "\n".join(dashboard_exprs)
