@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.integration.adapters import make_adapter
 from tests.integration.kafka_helpers import (
     TopicReader,
     Topics,
+    WorkerProcess,
     committed,
     eventually,
     notification_messages,
@@ -244,3 +246,44 @@ async def test_a_failing_shadow_leaves_serving_and_commits_alone(
         await all_committed(broker, topics, len(messages))
     assert sorted(r.key for r in outputs) == sorted(key for key, _ in messages)
     assert value(registry, "notif_shadow_failures_total", stage="score") >= 1
+
+
+async def test_sighup_swaps_the_adapter_of_a_running_worker(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]], tiny_model_dir: Path,
+        adapters: dict[str, Path], tmp_path: Path) -> None:
+    topics = await make_topics(partitions=2)
+    current = tmp_path / "current"
+    current.symlink_to(adapters["a"])
+    env = {**topics.env(broker), "NOTIF_MODEL": str(tiny_model_dir), "NOTIF_QUANTIZATION": "none",
+           "NOTIF_DEVICE": "cpu", "NOTIF_ADAPTER": str(current), "NOTIF_ADAPTER_POLL_S": "0",
+           "NOTIF_COMMIT_INTERVAL_MS": "100"}
+    id_a, id_b = adapter_id(str(adapters["a"])), adapter_id(str(adapters["b"]))
+    worker = WorkerProcess(env, tmp_path / "worker.log", args=()).start()
+    try:
+        await produce(broker, topics.input, notification_messages(10, "a"), partitions=2)
+        await worker.wait_ready(120)
+        async with TopicReader(broker, topics.output) as reader:
+            await reader.read_until(10, timeout_s=60)
+            assert f'adapter_id="{id_a}"' in worker.get("/metrics")[1]
+            point(current, adapters["b"])
+            worker.signal(signal.SIGHUP)  # polling is off: only the signal makes it look
+
+            async def swapped() -> bool:
+                return f'adapter_id="{id_b}"' in (await asyncio.to_thread(worker.get, "/metrics"))[1]
+
+            await eventually(swapped, 60, "notif_model_info names the new adapter")
+            await produce(broker, topics.input, notification_messages(10, "b"), partitions=2)
+            records = await reader.read_until(20, timeout_s=60)
+        metrics_text = worker.get("/metrics")[1]
+        assert worker.alive
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait_exit(30) == 0, worker.log_tail()
+    finally:
+        worker.stop()
+    results = by_key(records)
+    assert len(records) == len(results) == 20
+    assert {r["adapter_id"] for k, r in results.items() if k.startswith(b"a")} == {id_a}
+    assert {r["adapter_id"] for k, r in results.items() if k.startswith(b"b")} == {id_b}
+    assert 'notif_adapter_reloads_total{outcome="swapped"} 1.0' in metrics_text
+    events = [e["event"] for e in worker.events()]
+    assert events.count("model_loaded") == 1 and "adapter_swapped" in events

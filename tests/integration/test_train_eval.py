@@ -18,7 +18,7 @@ from trainer.config import TrainConfig
 from trainer.data import read_dataset
 from trainer.synth import iter_raw_notifications, write_split
 from trainer.train import train
-from worker.contract import contract_fingerprint, format_answer
+from worker.contract import CONTRACT_VERSION, contract_fingerprint, format_answer
 from worker.model.classifier import Classifier
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def test_short_run_lowers_the_loss_and_saves_everything(trained: dict[str, Any])
         assert (adapter / name).is_file(), name
     assert json.loads((adapter / "notif_contract.json").read_text()) == contract_fingerprint()
     config = json.loads((adapter / "training_config.json").read_text())
-    assert (config["lora_r"], config["lora_alpha"], config["contract_version"]) == (16, 16, "1.0")
+    assert (config["lora_r"], config["lora_alpha"], config["contract_version"]) == (16, 16, CONTRACT_VERSION)
     assert config["plan"]["optimizer_steps"] == 25 and config["dtype"] == "float32"
     saved = json.loads((adapter / "training_summary.json").read_text())
     for key in ("time_s", "final_loss", "mean_token_accuracy", "trainable_parameters"):

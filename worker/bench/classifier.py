@@ -82,7 +82,7 @@ def run_classifier(args: argparse.Namespace) -> int:
     print(f"machine: {report['machine']}", file=sys.stderr)
     report["errors"] = {}
     for variant in variants:
-        settings = _variant_settings(variant, model, adapter, args.device)
+        settings = variant_settings(variant, model, adapter, args.device)
         try:
             rows, report["memory"][variant] = bench_variant(settings, variant, modes, engines, batch_sizes,
                                                             notifications, args.max_seconds)
@@ -162,10 +162,10 @@ def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int
     budget_end = time.perf_counter() + max_seconds
     for start in range(0, len(notifications) - batch_size + 1, batch_size):
         chunk = notifications[start:start + batch_size]
-        _sync()
+        sync()
         began = time.perf_counter()
         results = classifier.classify(chunk)
-        _sync()
+        sync()
         latencies.append(time.perf_counter() - began)
         tokens += sum(classifier.count_tokens(n) for n in chunk)
         answers.extend((r.folder, r.priority, r.confidence.folder or 0.0, r.confidence.priority or 0.0)
@@ -200,14 +200,14 @@ def _time_fallback(classifier: Any) -> list[float]:
         try:
             return score(prompts)
         finally:
-            _sync()
+            sync()
             spent[0] += time.perf_counter() - began
 
     classifier.score = timed
     return spent
 
 
-def _variant_settings(variant: str, model: str, adapter: str | None, device: str) -> Settings:
+def variant_settings(variant: str, model: str, adapter: str | None, device: str) -> Settings:
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if variant == "merged" and adapter is None:
@@ -220,17 +220,19 @@ def _variant_settings(variant: str, model: str, adapter: str | None, device: str
     return Settings.model_validate(values)
 
 
-def random_adapter(model: str) -> str:
-    """A LoRA adapter of the reference's shape with random weights, saved once next to the model."""
+def random_adapter(model: str, seed: int = 0) -> str:
+    """A LoRA adapter of the reference's shape with random weights, saved once next to the model (per seed)."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from worker.contract import contract_fingerprint
     from worker.model.loading import CONTRACT_FILE
 
-    out = Path(model).with_name(Path(model).name + "-lora-r16")
+    out = Path(model).with_name(Path(model).name + "-lora-r16" + (f"-seed{seed}" if seed else ""))
     if (out / CONTRACT_FILE).is_file():
         return str(out)
+    torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model)
     config = LoraConfig(r=16, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -301,7 +303,7 @@ def _cuda_peak() -> int:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else 0
 
 
-def _sync() -> None:
+def sync() -> None:
     import torch
 
     if torch.cuda.is_available():

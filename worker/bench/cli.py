@@ -1,16 +1,18 @@
-"""`notif-worker bench`: registers the three benchmarks (classifier, pipeline, latency) under one command."""
+"""`notif-worker bench`: registers the benchmarks (classifier, shadow, pipeline, latency) under one command."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from worker.bench.classifier import register_classifier
+from worker.bench.shadow import register_shadow
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks (classifier, pipeline, latency)")
+    parser = subparsers.add_parser("bench", help="benchmarks (classifier, shadow, pipeline, latency)")
     inner = parser.add_subparsers(dest="bench", required=True)
     register_classifier(inner)
+    register_shadow(inner)
     try:  # the broker benchmarks need the demo extra (aiokafka is always there; the embedded broker is not)
         from worker.bench.latency import register_latency
         from worker.bench.pipeline import register_pipeline
