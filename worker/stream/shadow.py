@@ -19,7 +19,7 @@ from worker.contract import ClassificationResult
 from worker.observe.metrics import Metrics
 from worker.protocol import ShadowClassifier
 from worker.stream.inference import InferenceThread, describe
-from worker.stream.kafka_io import KafkaClients, PublishFailed, delivery_error
+from worker.stream.kafka_io import KafkaClients, delivery_error
 from worker.stream.records import result_key
 from worker.stream.work import Work
 
@@ -74,7 +74,7 @@ class Shadow:
             messages.append((result_key(work.record.key, work.notification), shadow.to_json_bytes(), []))
         try:
             sent = await self.kafka.send_batches(self.topic, messages)
-        except PublishFailed as exc:
+        except Exception as exc:  # best effort by design: whatever stops the shadow must not reach the stream
             self._failed("publish", exc, len(served))
             return
         for future, members in sent:
