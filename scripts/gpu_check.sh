@@ -34,4 +34,10 @@ NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "
   --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
   --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 120 \
   --json "$serve" --plot "${serve%.json}.png" 2>&1 | grep -v -i warn | tee "${serve%.json}.md" || true
+# Optional (SHADOW=1, outside the 8-minute default): what a shadow adapter costs the serving pass, NF4 + LoRA.
+if [ -n "${SHADOW:-}" ]; then
+  timeout -s INT -k 20 "${SHADOW_S:-150}" python3 -m worker bench shadow --size "$size" --quantization nf4 \
+    --batch-sizes "${SHADOW_BATCH_SIZES:-1,8,64,256}" --n 512 --max-seconds "${MAX_SECONDS:-2}" \
+    --json "$OUT/${gpu}_shadow.json" --plot "$OUT/${gpu}_shadow.png" 2>&1 | grep -v -i warn | tee "$OUT/${gpu}_shadow.md" || true
+fi
 ls -la "$OUT"

@@ -97,7 +97,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           "|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['batch_size']} | {r['serving_p50_ms']:.1f} | {r['shadow_p50_ms']:.1f} | {r['shadow_cost']:.0%} | "
-              f"{r['items_per_s_serving_alone']:.1f} | {r['items_per_s_with_shadow']:.1f} |")
+              f"{r['items_per_s_serving_alone']:.2f} | {r['items_per_s_with_shadow']:.2f} |")
 
 
 def plot(report: dict[str, Any], path: Any) -> None:
