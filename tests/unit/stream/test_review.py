@@ -9,6 +9,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from worker.contract import ClassificationResult, Confidence, Notification
+from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 from worker.stream.kafka_io import KafkaClients
@@ -53,7 +54,8 @@ def consumed(offset: int) -> Work:
 def test_an_offset_is_done_only_when_the_result_and_its_review_are_acknowledged(first: int) -> None:
     settings = Settings(review_topic="review", review_below=0.6)
     registry = CollectorRegistry()
-    outbox = Outbox(settings, KafkaClients(settings), Metrics(registry), on_acked=lambda: None)
+    outbox = Outbox(settings, KafkaClients(settings), Metrics(registry), HealthState(60), on_acked=lambda: None,
+                    on_halt=lambda work, reason: None)
     work = consumed(7)
     deliveries = outbox.result(work, result(0.3, 0.9))
     assert [d.topic for d in deliveries] == [settings.output_topic, "review"] and work.pending == 2
@@ -67,7 +69,8 @@ def test_an_offset_is_done_only_when_the_result_and_its_review_are_acknowledged(
 
 def test_a_confident_result_is_one_publication_and_review_off_flags_nothing() -> None:
     for settings in (Settings(review_topic="review"), Settings()):
-        outbox = Outbox(settings, KafkaClients(settings), Metrics(CollectorRegistry()), on_acked=lambda: None)
+        outbox = Outbox(settings, KafkaClients(settings), Metrics(CollectorRegistry()), HealthState(60),
+                        on_acked=lambda: None, on_halt=lambda work, reason: None)
         confident, doubtful = consumed(3), consumed(4)
         assert len(outbox.result(confident, result(0.95, 0.9))) == 1 and confident.pending == 1
         flagged = outbox.result(doubtful, result(0.2, 0.9))
