@@ -287,3 +287,25 @@ async def test_sighup_swaps_the_adapter_of_a_running_worker(
     assert 'notif_adapter_reloads_total{outcome="swapped"} 1.0' in metrics_text
     events = [e["event"] for e in worker.events()]
     assert events.count("model_loaded") == 1 and "adapter_swapped" in events
+
+
+def test_the_fast_engine_follows_the_active_adapter(tiny_model_dir: Path, adapters: dict[str, Path]) -> None:
+    # The fast engine merges the active adapter into dense weights: the shadow and a swapped-in adapter need
+    # their own, or they would score with the serving adapter's weights.
+    notes = [Notification(title=f"message {i}", body="see you " * i) for i in range(12)]
+    seen: dict[str, list[list[tuple[str, int, float | None, str | None]]]] = {}
+    for engine in ("reference", "fast"):
+        settings = Settings.model_validate({
+            "model": str(tiny_model_dir), "quantization": "none", "device": "cpu", "engine": engine,
+            "adapter": str(adapters["a"]), "shadow_adapter": str(adapters["b"]), "shadow_topic": "shadow"})
+        classifier = load(settings)
+        assert (classifier.engine is not None) == (engine == "fast")  # type: ignore[attr-defined]
+        runs = [classifier.classify(notes), classifier.classify_shadow(notes)]  # type: ignore[attr-defined]
+        classifier.swap_adapter(str(adapters["b"]))  # type: ignore[attr-defined]
+        runs.append(classifier.classify(notes))
+        seen[engine] = [[(r.folder, r.priority, r.confidence.folder, r.adapter_id) for r in run] for run in runs]
+    assert seen["fast"][0] != seen["fast"][1]  # the shadow really scored with its own weights
+    assert seen["fast"][2] == seen["fast"][1]  # swapped to b: b's answers
+    for fast, reference in zip(seen["fast"], seen["reference"], strict=True):
+        for a, b in zip(fast, reference, strict=True):
+            assert a[:2] == b[:2] and a[3] == b[3] and a[2] == pytest.approx(b[2], abs=1e-4)
