@@ -116,11 +116,11 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
     # on a host whose driver is too old shows up here and in notif_model_info, not as mysteriously slow results.
     runtime: dict[str, str] = getattr(classifier, "runtime", {})
     adapter_id = classifier.adapter_id if isinstance(classifier, SwappableClassifier) else None
-    metrics.show_model(
-        name=classifier.name, decoding=settings.decoding, quantization=settings.quantization,
-        adapter=settings.adapter or "", adapter_id=adapter_id or "", device=settings.device,
-        contract_version=CONTRACT_VERSION, **runtime,
-    )
+    metrics.show_model(**{
+        "name": classifier.name, "decoding": settings.decoding, "quantization": settings.quantization,
+        "adapter": settings.adapter or "", "adapter_id": adapter_id or "", "device": settings.device,
+        "contract_version": CONTRACT_VERSION, **runtime,  # the resolved device wins over the setting
+    })
     log.info("model_loaded", model=classifier.name, **runtime)
     try:
         pipeline = Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health)
