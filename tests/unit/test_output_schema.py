@@ -13,7 +13,8 @@ from worker.dev.instant import InstantClassifier
 LABELS = {1: "Low", 2: "Medium", 3: "High"}
 TYPES: dict[str, type | tuple[type, ...]] = {
     "id": (str, type(None)), "folder": str, "priority": int, "priority_label": str, "confidence": dict,
-    "decoding": str, "truncated": bool, "model": str, "contract_version": str,
+    "decoding": str, "truncated": bool, "model": str, "adapter_id": (str, type(None)), "review": bool,
+    "contract_version": str,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def point(link: Path, target: Path) -> None:
 
 
 @pytest.fixture
-def thread() -> InferenceThread:
+def thread() -> Iterator[InferenceThread]:
     runner = InferenceThread()
     yield runner
     runner.stop()
