@@ -225,9 +225,9 @@ class WorkerProcess:
     """`python -m worker serve` as a real subprocess, logging to a file, with its HTTP port."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, args: Sequence[str] = ("--instant-classifier",)):
-        self.port = free_port()
-        self.env = subprocess_env(NOTIF_METRICS_PORT=str(self.port), NOTIF_METRICS_HOST="127.0.0.1",
-                                  NOTIF_LOG_FORMAT="json", **env)
+        self.port = int(env.get("NOTIF_METRICS_PORT") or free_port())  # a test may name the port (a taken one)
+        self.env = subprocess_env(**{"NOTIF_METRICS_HOST": "127.0.0.1", "NOTIF_LOG_FORMAT": "json", **env,
+                                     "NOTIF_METRICS_PORT": str(self.port)})
         self.args = list(args)
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None

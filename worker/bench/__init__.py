@@ -1,1 +1,1 @@
-"""The benchmarks: classifier, pipeline and latency, with what they share in worker/bench/common.py."""
+"""The benchmarks: classifier, shadow, pipeline and latency, with what they share in worker/bench/common.py."""
