@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -20,10 +20,12 @@ from trainer.calibration import calibrate, write_calibration
 from trainer.data import Example, read_dataset
 from trainer.metrics import compute_metrics
 from trainer.report import write_report
-from worker.contract import CONTRACT_VERSION, ClassificationResult
+from worker.contract import CONTRACT_VERSION, ClassificationResult, Notification
 from worker.model.classifier import Classifier, InferenceError
 from worker.model.loading import ModelLoadError
 from worker.settings import Settings
+
+T = TypeVar("T")
 
 RESULTS_FILE = "results.json"
 CHUNK = 256  # notifications handed to the classifier per call (it batches inside)
@@ -33,17 +35,23 @@ class EvaluationError(TrainerError):
     """The model could not be loaded or failed on the data, or a comparison file is unreadable."""
 
 
-def classify_all(classifier: Classifier, examples: Sequence[Example], *, progress: bool) -> list[ClassificationResult]:
-    results: list[ClassificationResult] = []
-    with tqdm(total=len(examples), desc="evaluating", disable=not progress) as bar:
+def in_chunks(examples: Sequence[Example], call: Callable[[list[Notification]], Sequence[T]], *, desc: str,
+              progress: bool) -> list[T]:
+    """``call`` on the examples' notifications CHUNK at a time, with a progress bar; a model failure names the span."""
+    out: list[T] = []
+    with tqdm(total=len(examples), desc=desc, disable=not progress) as bar:
         for start in range(0, len(examples), CHUNK):
             chunk = examples[start:start + CHUNK]
             try:
-                results.extend(classifier.classify([e.notification for e in chunk]))
+                out.extend(call([e.notification for e in chunk]))
             except InferenceError as exc:
                 raise EvaluationError(f"the model failed on examples {start}-{start + len(chunk)}: {exc}") from exc
             bar.update(len(chunk))
-    return results
+    return out
+
+
+def classify_all(classifier: Classifier, examples: Sequence[Example], *, progress: bool) -> list[ClassificationResult]:
+    return in_chunks(examples, classifier.classify, desc="evaluating", progress=progress)
 
 
 def load_previous(path: Path | None) -> dict[str, Any] | None:
@@ -61,15 +69,7 @@ def load_previous(path: Path | None) -> dict[str, Any] | None:
 def calibrate_adapter(classifier: Classifier, settings: Settings, examples: Sequence[Example],
                       results: Sequence[ClassificationResult], data: Path, *, progress: bool) -> dict[str, Any]:
     """Fit the temperatures on these examples, write calibration.json into the adapter, return the evidence."""
-    samples = []
-    with tqdm(total=len(examples), desc="calibrating", disable=not progress) as bar:
-        for start in range(0, len(examples), CHUNK):
-            chunk = examples[start:start + CHUNK]
-            try:
-                samples.extend(classifier.branches([e.notification for e in chunk]))
-            except InferenceError as exc:
-                raise EvaluationError(f"the model failed on examples {start}-{start + len(chunk)}: {exc}") from exc
-            bar.update(len(chunk))
+    samples = in_chunks(examples, classifier.branches, desc="calibrating", progress=progress)
     calibration = calibrate(samples, examples, results)
     assert settings.adapter is not None
     calibration["file"] = str(write_calibration(Path(settings.adapter), calibration, str(data)))
