@@ -7,8 +7,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.contract import ClassificationResult, Notification
+from worker.contract import Notification
 from worker.dev.instant import InstantClassifier
+from worker.protocol import Collect
 
 ROOT = Path(__file__).resolve().parents[1]
 # NOTIF_* variables that configure the test machinery, not the worker: a subprocess keeps them.
@@ -16,15 +17,15 @@ TEST_VARIABLES = ("NOTIF_CACHE_DIR", "NOTIF_TOKENIZER_DIR", "NOTIF_TEST_BOOTSTRA
 
 
 class PoisonClassifier(InstantClassifier):
-    """The instant classifier, failing like a model would: any batch holding a notification titled 'poison'
-    raises (an out-of-memory on a big batch), counting 'untokenizable' raises (a tokenizer failure), and
-    while ``broken`` is set every call raises (a lost CUDA context)."""
+    """The instant classifier, failing like a model would: launching any batch holding a notification titled
+    'poison' raises (an out-of-memory on a big batch), counting 'untokenizable' raises (a tokenizer failure),
+    and while ``broken`` is set every launch raises (a lost CUDA context). classify launches too."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         super().__init__(delay_s=delay_s)
         self.broken = threading.Event()
-        self.calls = 0  # classify calls so far
-        self.sizes: list[int] = []  # the size of every classify call
+        self.calls = 0  # launches so far (classify launches too)
+        self.sizes: list[int] = []  # the size of every launch
         self.threads: set[str] = set()  # the threads that called it
 
     def count_tokens(self, notification: Notification) -> int:
@@ -32,7 +33,7 @@ class PoisonClassifier(InstantClassifier):
             raise ValueError("tokenizer failed")
         return super().count_tokens(notification)
 
-    def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+    def launch(self, notifications: Sequence[Notification]) -> Collect:
         self.calls += 1
         self.sizes.append(len(notifications))
         self.threads.add(threading.current_thread().name)
@@ -40,7 +41,7 @@ class PoisonClassifier(InstantClassifier):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         if any(n.title == "poison" for n in notifications):
             raise RuntimeError("CUDA out of memory")
-        return super().classify(notifications)
+        return super().launch(notifications)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

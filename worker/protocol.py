@@ -6,7 +6,7 @@ without importing `worker.model` (and with it torch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from worker.contract import ClassificationResult, Notification
@@ -23,6 +23,24 @@ class NotificationClassifier(Protocol):
 
     def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
         """One result per notification, in input order."""
+        ...
+
+
+Collect = Callable[[], list[ClassificationResult]]  # waits for a launched batch's results and returns them
+
+
+@runtime_checkable
+class PipelinedClassifier(Protocol):
+    """A classifier that can start a batch before the one before it is read back, as a GPU's stream runs
+    launched work in order: the inference loop launches batch n+1 while batch n computes."""
+
+    def launch(self, notifications: Sequence[Notification]) -> Collect:
+        """Start classifying and return at once with a call that waits for the results (one per notification,
+        in input order). ``classify(x)`` is ``launch(x)()``.
+
+        Launches run on the inference thread, in order; the returned call may run on another thread, and
+        results are labelled with the adapter that served at launch. Either may raise what classify raises.
+        """
         ...
 
 

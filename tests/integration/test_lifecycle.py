@@ -313,3 +313,26 @@ def test_the_fast_engine_follows_the_active_adapter(tiny_model_dir: Path, adapte
     for fast, reference in zip(seen["fast"], seen["reference"], strict=True):
         for a, b in zip(fast, reference, strict=True):
             assert a[:2] == b[:2] and a[3] == b[3] and a[2] == pytest.approx(b[2], abs=1e-4)
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_a_batch_launched_before_a_swap_is_read_back_as_the_adapter_that_launched_it(
+        tiny_model_dir: Path, adapters: dict[str, Path], engine: str) -> None:
+    # With batches in flight the inference thread may run a shadow pass or a swap between a batch's launch and
+    # the read-back of its results: they are still the launching adapter's, labelled with its id.
+    notes = [Notification(title=f"message {i}", body="see you " * i) for i in range(12)]
+    settings = Settings.model_validate({
+        "model": str(tiny_model_dir), "quantization": "none", "device": "cpu", "engine": engine, "max_batch_size": 5,
+        "adapter": str(adapters["a"]), "shadow_adapter": str(adapters["b"]), "shadow_topic": "shadow"})
+    classifier: Any = load(settings)
+
+    def seen(results: list[ClassificationResult]) -> list[tuple[str, int, float | None, str | None]]:
+        return [(r.folder, r.priority, r.confidence.folder, r.adapter_id) for r in results]
+
+    with_a, with_b = seen(classifier.classify(notes)), seen(classifier.classify_shadow(notes))
+    assert with_a != with_b
+    launched = classifier.launch(notes)  # three passes of up to 5
+    assert seen(classifier.classify_shadow(notes)) == with_b
+    classifier.swap_adapter(str(adapters["b"]))
+    assert seen(launched()) == with_a
+    assert seen(classifier.launch(notes)()) == with_b

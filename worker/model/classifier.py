@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -37,6 +38,7 @@ from worker.model.engine import FastEngine, build_engine
 from worker.model.layout import build_pass
 from worker.model.loading import EOS_TOKEN, LoadedModel, ModelLoadError, load_model
 from worker.model.planning import plan_batches
+from worker.protocol import Collect
 from worker.settings import Settings
 
 Answer = tuple[str, int, dict[str, float | None], str]  # folder, priority, confidence, decoding
@@ -125,8 +127,17 @@ class Classifier:
         return self.serving.adapter_id
 
     def classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        return self.launch(notifications)()
+
+    def launch(self, notifications: Sequence[Notification]) -> Collect:
+        """Start the batch's passes and return at once; the returned call waits for and reads their results.
+
+        With the fast engine on a GPU the passes are queued on its stream, so the inference loop prepares and
+        launches the next batch while these compute (worker/stream/inference.py); the reference engine and
+        the CPU compute here, and the returned call only hands the results over.
+        """
         with self._lock:
-            return self._classify(notifications)
+            return self._launch(notifications)
 
     def classify_shadow(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
         """The shadow adapter's results for the same notifications (the serving adapter is active again after)."""
@@ -135,9 +146,10 @@ class Classifier:
         with self._lock:
             self._activate(self.shadow)
             try:
-                return self._classify(notifications)
+                collect = self._launch(notifications)
             finally:
                 self._activate(self.serving)
+        return collect()
 
     def swap_adapter(self, path: str) -> str:
         """Load the adapter at ``path`` beside the serving one, then serve it; returns its adapter_id.
@@ -176,37 +188,36 @@ class Classifier:
             self.model.set_adapter(adapter.name, inference_mode=True)  # default would make its weights trainable
         self._active = adapter
 
-    def _classify(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+    def _launch(self, notifications: Sequence[Notification]) -> Collect:
+        """Launch every planned pass of the batch with the active adapter; the returned call reads them back."""
         if not notifications:
-            return []
+            return list
         prompts = [self.prepare(n) for n in notifications]
         batches = plan_batches([len(p.suffix_ids) for p in prompts], max_size=self.settings.max_batch_size,
                                max_tokens=self.settings.max_batch_tokens)
-        results: list[ClassificationResult | None] = [None] * len(prompts)
-        with torch.inference_mode():
-            for batch, answers in zip(batches, self._answer_batches([[prompts[i] for i in b] for b in batches]),
-                                      strict=True):
-                for i, (folder, priority, confidence, decoding) in zip(batch, answers, strict=True):
-                    results[i] = self._result(notifications[i], prompts[i], folder, priority, confidence, decoding)
-        return [r for r in results if r is not None]
+        adapter = self._active  # a swap or the shadow may activate another before the results are read
+        with _model_errors(), torch.inference_mode():
+            answers = [self._start_batch([prompts[i] for i in batch], adapter) for batch in batches]
 
-    def _answer_batches(self, chunks: list[list[Prompt]]) -> Iterator[list[Answer]]:
-        """Answers batch by batch; with the fast engine, batch n+1 is prepared while batch n runs."""
-        try:
-            if self.engine is None or self.settings.decoding != "constrained":
-                for chunk in chunks:
-                    yield self._classify_batch(chunk)
-                return
-            engine = self.engine
-            pending = [engine.launch(engine.prepare(self._trunks(chunks[0])))]
-            for following in [*chunks[1:], None]:
-                if following is not None:  # prepared on the CPU while the pass before it runs, queued behind it
-                    pending.append(engine.launch(engine.prepare(self._trunks(following))))
-                yield [(f, p, dict(c), "constrained") for f, p, c in self._walk(pending.pop(0).wait().tolist())]
-        except InferenceError:
-            raise
-        except Exception as exc:
-            raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
+        def collect() -> list[ClassificationResult]:
+            results: list[ClassificationResult | None] = [None] * len(prompts)
+            with _model_errors():
+                for batch, answer in zip(batches, answers, strict=True):
+                    for i, (folder, priority, confidence, decoding) in zip(batch, answer(), strict=True):
+                        results[i] = self._result(notifications[i], prompts[i], folder, priority, confidence,
+                                                  decoding, adapter)
+            return [r for r in results if r is not None]
+
+        return collect
+
+    def _start_batch(self, prompts: list[Prompt], adapter: Adapter) -> Callable[[], list[Answer]]:
+        """One planned pass: launched on the fast engine (read back by the returned call), else computed now."""
+        engine = self.engine
+        if engine is None or self.settings.decoding != "constrained":
+            answers = self._classify_batch(prompts)
+            return lambda: answers
+        pending = engine.launch(engine.prepare(self._trunks(prompts)))
+        return lambda: [(f, p, dict(c), "constrained") for f, p, c in self._walk(pending.wait().tolist(), adapter)]
 
     def _trunks(self, prompts: list[Prompt]) -> list[list[int]]:
         return [[*p.suffix_ids, *self.plan.trunk] for p in prompts]
@@ -217,17 +228,16 @@ class Classifier:
         return self._generate(prompts)
 
     def _result(self, notification: Notification, prompt: Prompt, folder: str, priority: int,
-                confidence: dict[str, float | None], decoding: str) -> ClassificationResult:
+                confidence: dict[str, float | None], decoding: str, adapter: Adapter) -> ClassificationResult:
         return ClassificationResult(
             id=notification.id, folder=folder, priority=priority, priority_label=PRIORITY_LABELS[priority],
             confidence=Confidence(folder=_round(confidence["folder"]), priority=_round(confidence["priority"])),
             decoding=decoding,  # type: ignore[arg-type]
-            truncated=prompt.truncated, model=self._model_name(), adapter_id=self._active.adapter_id,
+            truncated=prompt.truncated, model=self._model_name(adapter), adapter_id=adapter.adapter_id,
         )
 
-    def _model_name(self) -> str:
-        path = self._active.path
-        return f"{self.settings.model}+{path}" if path else self.settings.model
+    def _model_name(self, adapter: Adapter) -> str:
+        return f"{self.settings.model}+{adapter.path}" if adapter.path else self.settings.model
 
     # --- constrained: walk the answer trie ----------------------------------------------------------------
 
@@ -274,10 +284,13 @@ class Classifier:
         column = {token: i for i, token in enumerate(self._choice_tokens)}
         return [_reader(row, slot_of, column) for row in picked]
 
-    def _walk(self, picked: list[list[list[float]]]) -> list[tuple[str, int, dict[str, float]]]:
+    def _walk(self, picked: list[list[list[float]]], adapter: Adapter | None = None
+              ) -> list[tuple[str, int, dict[str, float]]]:
+        """Each row's answer and confidences, calibrated with `adapter`'s temperatures (default: the active one)."""
+        temperatures = (adapter or self._active).temperatures
         answers = []
         for reader in self._readers(picked):
-            (folder, priority), confidence = walk_plan(self.plan, reader, self._active.temperatures)
+            (folder, priority), confidence = walk_plan(self.plan, reader, temperatures)
             answers.append((folder, priority, confidence))
         return answers
 
@@ -342,6 +355,17 @@ class Classifier:
         if walked is None:  # parsed, but not the canonical token path: no per-branch probabilities
             return folder, priority, {"folder": None, "priority": None}, "generate"
         return folder, priority, dict(walked[1]), "generate"
+
+
+@contextmanager
+def _model_errors() -> Iterator[None]:
+    """Anything the model raises, as an InferenceError (the caller may split the batch and retry)."""
+    try:
+        yield
+    except InferenceError:
+        raise
+    except Exception as exc:
+        raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _reader(row: list[list[float]], slot_of: dict[int, int], column: dict[int, int]
