@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(
         32768, ge=256, description="Token budget of one model call (padded length x rows)."
     )
+    batches_in_flight: int = Field(
+        2, ge=1, le=8, description="Batches launched on the model and not yet read back: at 2, the next full "
+        "batch is prepared and queued while one computes (1: one batch at a time)."
+    )
 
     # --- scoring engine ---------------------------------------------------------------------------------
     engine: Literal["auto", "fast", "reference"] = Field(

@@ -75,13 +75,19 @@ class BatchQueue(Generic[T]):
         with suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
 
-    async def next_batch(self) -> list[T]:
+    async def next_batch(self, *, full: bool = False) -> list[T]:
         """The next batch, called when the model is free; [] once the queue is closed.
 
         Work that queued up while the model was busy goes at once (as much as one batch holds): the batch
         grows with the load by itself, and a free model never idles for max_wait_s beside waiting work. Only
         when the queue was empty does the first arrival wait up to max_wait_s for company.
+
+        ``full``: the model is still busy with a launched batch; only a full batch is worth launching behind
+        it, so this waits (however long) until one has queued. Cancelling the wait takes nothing.
         """
+        if full:
+            while not self._closed and not (self.prune_head() and self._full()):
+                await self._wait_change(None)
         waited = False
         while not self._closed and not self.prune_head():
             waited = True

@@ -19,7 +19,8 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ import structlog
 from worker.contract import ClassificationResult, Notification
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
-from worker.protocol import NotificationClassifier
+from worker.protocol import Collect, NotificationClassifier, PipelinedClassifier
 from worker.stream.batch_queue import BatchQueue
 from worker.stream.breaker import CircuitBreaker
 from worker.stream.outbox import Outbox
@@ -108,9 +109,12 @@ def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], resul
 
 def _classify_checked(classifier: NotificationClassifier, notifications: list[Notification]
                       ) -> list[ClassificationResult]:
-    results = classifier.classify(notifications)
-    if len(results) != len(notifications):
-        raise ResultCountMismatch(f"{len(results)} results for {len(notifications)} notifications")
+    return _checked(classifier.classify(notifications), len(notifications))
+
+
+def _checked(results: list[ClassificationResult], count: int) -> list[ClassificationResult]:
+    if len(results) != count:
+        raise ResultCountMismatch(f"{len(results)} results for {count} notifications")
     return results
 
 
@@ -121,21 +125,36 @@ def describe(error: BaseException) -> str:
 
 async def classify_with_split(
     thread: InferenceThread, classifier: NotificationClassifier, notifications: Sequence[Notification],
-    on_error: Callable[[int, BaseException], None],
+    on_error: Callable[[int, BaseException], None], first: Awaitable[list[ClassificationResult]] | None = None,
 ) -> list[Outcome]:
-    """One outcome per notification, in order; ``on_error(batch_size, error)`` hears of every failed call."""
+    """One outcome per notification, in order; ``on_error(batch_size, error)`` hears of every failed call.
+
+    ``first``: the whole batch's results from a call already launched (the pipelined attempt), else one is made.
+    """
     batch = list(notifications)
     if not batch:
         return []
     try:
-        return list(await thread.submit(lambda: _classify_checked(classifier, batch)))
+        return list(await (first if first is not None else thread.submit(lambda: _classify_checked(classifier, batch))))
     except Exception as exc:
         on_error(len(batch), exc)
         if len(batch) == 1:
             return [InferenceFailure(describe(exc))]
     middle = len(batch) // 2
-    first = await classify_with_split(thread, classifier, batch[:middle], on_error)
-    return first + await classify_with_split(thread, classifier, batch[middle:], on_error)
+    first_half = await classify_with_split(thread, classifier, batch[:middle], on_error)
+    return first_half + await classify_with_split(thread, classifier, batch[middle:], on_error)
+
+
+def launcher(classifier: NotificationClassifier) -> Callable[[list[Notification]], Collect]:
+    """How the loop starts a batch: the classifier's own launch, or (not pipelined) classify it right away."""
+    if isinstance(classifier, PipelinedClassifier):
+        return classifier.launch
+
+    def launch(notifications: list[Notification]) -> Collect:
+        results = classifier.classify(notifications)
+        return lambda: results
+
+    return launch
 
 
 def report_model_failure(metrics: Metrics, size: int, error: BaseException, action: str | None = None) -> None:
@@ -145,31 +164,102 @@ def report_model_failure(metrics: Metrics, size: int, error: BaseException, acti
                 action=action or ("split and retry" if size > 1 else "dead-letter unless all fail"))
 
 
+@dataclass
+class Flight:
+    """A batch launched on the model: ``results`` resolves when it has been read back (None: not launched,
+    the careful way instead: the breaker is open)."""
+
+    batch: list[Work]
+    results: asyncio.Future[list[ClassificationResult]] | None = None
+    launched: float = 0.0
+
+
 class InferenceLoop:
-    """Batches from the queue through the model, one at a time; every outcome goes to the outbox."""
+    """Batches from the queue through the model; every outcome goes to the outbox, batch by batch in order.
+
+    Up to ``batches_in_flight`` batches are launched and not yet read back: while one computes, the next full
+    batch is prepared and launched behind it (a GPU runs them in order), and a reader thread waits for the
+    results, so the model never waits for the CPU between two batches. A batch that is not full waits until
+    the model is free, as ever. Outcomes are delivered in launch order.
+    """
 
     def __init__(self, queue: BatchQueue[Work], thread: InferenceThread, classifier: NotificationClassifier,
                  outbox: Outbox, metrics: Metrics, health: HealthState, breaker: CircuitBreaker,
-                 on_served: Callable[[list[tuple[Work, ClassificationResult]]], None] | None = None) -> None:
+                 on_served: Callable[[list[tuple[Work, ClassificationResult]]], None] | None = None,
+                 batches_in_flight: int = 2) -> None:
         self.queue = queue
         self._on_served = on_served  # the shadow adapter hears of every served batch (worker/stream/shadow.py)
         self.thread = thread
         self.classifier = classifier
+        self._launch = launcher(classifier)
         self.outbox = outbox
         self.metrics = metrics
         self.health = health
         self.breaker = breaker
+        self.depth = batches_in_flight
         self._stopping = asyncio.Event()
+        self._read_at = 0.0  # when the last batch's results were read (its successor's model time starts there)
 
     def stop(self) -> None:
-        """Start no new batch; the loop ends after the one in hand (a held batch is left uncommitted)."""
+        """Launch no new batch; the loop ends after the ones in flight (a held batch is left uncommitted)."""
         self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            batch = await self.queue.next_batch()
-            while batch and not self._stopping.is_set():
-                batch = await self.classify(batch)
+        reader = InferenceThread("notif-readout")  # waits for launched results, so launching never waits
+        flights: deque[Flight] = deque()
+        taking: asyncio.Task[list[Work]] | None = None
+        try:
+            while not self._stopping.is_set():
+                if taking is None and len(flights) < self.depth:  # busy: only a full batch goes behind
+                    taking = asyncio.create_task(self.queue.next_batch(full=bool(flights)))
+                head = flights[0].results if flights else None
+                await asyncio.wait([f for f in (taking, head) if f is not None], return_when=asyncio.FIRST_COMPLETED)
+                if taking is not None and taking.done():
+                    batch = [work for work in taking.result() if not work.state.closed]
+                    taking = None
+                    if batch and not self._stopping.is_set():
+                        flights.append(await self._flight(batch, reader))
+                while flights and (flights[0].results is None or flights[0].results.done()):
+                    await self._settle(flights.popleft())
+                    if not flights and taking is not None and not taking.done():  # the model is free: a
+                        taking.cancel()  # partial batch may go now (a waiting next_batch has taken nothing)
+                        taking = None
+            while flights:  # stopping: the launched batches finish
+                await self._settle(flights.popleft())
+        finally:
+            if taking is not None:
+                taking.cancel()
+            reader.stop()
+
+    async def _flight(self, batch: list[Work], reader: InferenceThread) -> Flight:
+        """Launch a batch on the inference thread; the reader thread waits for its results."""
+        if self.breaker.open:  # a broken model: the careful way (probe first), when its turn comes
+            return Flight(batch)
+        notifications = self._notifications(batch)
+        self._observe(batch)
+        self.health.inference_started()
+        launched = time.perf_counter()
+        try:
+            collect = await self.thread.submit(lambda: self._launch(notifications))
+        except Exception as exc:
+            results: asyncio.Future[list[ClassificationResult]] = asyncio.get_running_loop().create_future()
+            results.set_exception(exc)
+        else:
+            results = reader.submit(lambda: _checked(collect(), len(notifications)))
+        return Flight(batch, results, launched)
+
+    async def _settle(self, flight: Flight) -> None:
+        """Deliver a flight's outcomes; a failed one goes the careful way (split, probe, breaker)."""
+        batch: list[Work] = flight.batch
+        if flight.results is not None:
+            try:
+                outcomes = await classify_with_split(self.thread, self.classifier, self._notifications(batch),
+                                                     self._failed, first=flight.results)
+            finally:
+                self._finished(flight.launched)
+            batch = await self._deliver(batch, outcomes)
+        while batch and not self._stopping.is_set():
+            batch = await self.classify(batch)
 
     async def classify(self, batch: list[Work]) -> list[Work]:
         """Classify a batch and hand its outcomes to the outbox; returns it instead when the model failed it
@@ -181,7 +271,18 @@ class InferenceLoop:
             self.breaker.failed("the probe failed")
             await self.breaker.wait_before_retry(self._stopping)
             return batch
-        outcomes = await self._outcomes(batch)
+        self._observe(batch)
+        self.health.inference_started()
+        started = time.perf_counter()
+        try:
+            outcomes = await classify_with_split(self.thread, self.classifier, self._notifications(batch),
+                                                 self._failed)
+        finally:
+            self._finished(started)
+        return await self._deliver(batch, outcomes)
+
+    async def _deliver(self, batch: list[Work], outcomes: list[Outcome]) -> list[Work]:
+        """Hand the outcomes to the outbox; returns the batch instead if the model failed it entirely."""
         if all(isinstance(outcome, InferenceFailure) for outcome in outcomes) and not await self._probe_works():
             failure = outcomes[-1]
             self.breaker.failed(failure.message if isinstance(failure, InferenceFailure) else "")
@@ -209,22 +310,23 @@ class InferenceLoop:
             return False
         return True
 
-    async def _outcomes(self, batch: list[Work]) -> list[Outcome]:
-        notifications = [work.notification for work in batch if work.notification is not None]
+    @staticmethod
+    def _notifications(batch: list[Work]) -> list[Notification]:
+        return [work.notification for work in batch if work.notification is not None]
+
+    def _observe(self, batch: list[Work]) -> None:
         padded = len(batch) * max(work.tokens for work in batch)
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_tokens.observe(padded)
-        self.health.inference_started()
-        started = time.perf_counter()
-        try:
-            outcomes = await classify_with_split(self.thread, self.classifier, notifications, self._failed)
-        finally:
-            self.health.inference_finished()
-        seconds = time.perf_counter() - started
-        self.metrics.inference_latency.observe(seconds)
-        log.debug("batch", size=len(batch), padded_tokens=padded, seconds=round(seconds, 4),
-                  queued=len(self.queue))
-        return outcomes
+        log.debug("batch", size=len(batch), padded_tokens=padded, queued=len(self.queue))
+
+    def _finished(self, launched: float) -> None:
+        """A batch's results are in: its model time ran from its launch, or from its predecessor's end if later
+        (launched behind it, it waited its turn)."""
+        self.health.inference_finished()
+        now = time.perf_counter()
+        self.metrics.inference_latency.observe(now - max(launched, self._read_at))
+        self._read_at = now
 
     def _failed(self, size: int, error: BaseException) -> None:
         report_model_failure(self.metrics, size, error)

@@ -64,7 +64,8 @@ class Pipeline:
         self.shadow = lifecycle.shadow(settings, thread, classifier, kafka, metrics)
         self.adapter_watch = lifecycle.adapter_watcher(settings, thread, classifier, metrics)
         self.inference = InferenceLoop(self.queue, thread, classifier, self.outbox, metrics, health, self.breaker,
-                                       on_served=self.shadow.after if self.shadow else None)
+                                       on_served=self.shadow.after if self.shadow else None,
+                                       batches_in_flight=settings.batches_in_flight)
         self.committer = Committer(settings, kafka, self.tracker, self.queue, self.outbox, metrics, health, revoking,
                                    self.halted)
         self.watcher = Watcher(kafka, self.tracker, metrics, health, checks=[self.outbox.show_stall])

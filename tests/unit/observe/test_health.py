@@ -38,6 +38,25 @@ def test_liveness_fails_when_the_loop_or_a_model_call_stalls() -> None:
     assert state.live()[0]
 
 
+def test_with_two_model_calls_in_flight_the_oldest_counts() -> None:
+    clock = Clock()
+    state = HealthState(liveness_timeout_s=10, clock=clock)
+    state.inference_started()
+    clock.now += 6
+    state.inference_started()  # launched behind the first
+    clock.now += 5
+    state.beat()
+    ok, reason = state.live()
+    assert not ok and "running for 11s" in reason
+    state.inference_finished()  # the first: the second has run for 5 s
+    assert state.live()[0]
+    clock.now += 6
+    state.beat()
+    assert not state.live()[0]
+    state.inference_finished()
+    assert state.live()[0]
+
+
 def test_a_start_up_step_is_live_however_long_it_takes() -> None:
     clock = Clock()
     state = HealthState(liveness_timeout_s=10, clock=clock)

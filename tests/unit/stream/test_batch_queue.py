@@ -47,6 +47,27 @@ async def test_work_queued_while_the_model_was_busy_goes_at_once() -> None:
     assert len(batch) == 3 and len(queue) == 0
 
 
+async def test_while_the_model_is_busy_only_a_full_batch_goes_and_cancelling_takes_nothing() -> None:
+    queue = make_queue(max_size=4, max_tokens=1000, max_wait_s=0.0)
+    for _ in range(3):
+        queue.put(Item(10))
+    waiting = asyncio.create_task(queue.next_batch(full=True))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # 3 of 4: not worth launching behind the busy model
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert len(queue) == 3  # the cancelled wait took nothing
+    waiting = asyncio.create_task(queue.next_batch(full=True))
+    queue.put(Item(10))
+    assert len(await asyncio.wait_for(waiting, 5.0)) == 4
+    queue.put(Item(10))
+    queue.put(Item(600))  # two rows padded to 600 pass the token budget: full at one row
+    assert len(await asyncio.wait_for(queue.next_batch(full=True), 5.0)) == 1
+    closed = asyncio.create_task(queue.next_batch(full=True))
+    queue.close()
+    assert await asyncio.wait_for(closed, 5.0) == []
+
+
 async def test_work_arriving_at_an_idle_model_waits_max_wait_then_goes() -> None:
     queue = make_queue(max_wait_s=0.2)
     waiter = asyncio.create_task(queue.next_batch())
