@@ -6,7 +6,8 @@
 #      (after), batch 1..512, answers compared -> $OUT/<gpu>_classifier_engines.json (+ .png, .md);
 #   3. end to end on this host: the embedded Tansu broker, a fixed-rate producer, `notif-worker serve` with the
 #      NF4 model + LoRA and the fast engine; the most sustained notifications/s, p50/p99 at half of it and the
-#      ratio to the classifier alone -> $OUT/<gpu>_serve_e2e.json (+ .png, .md).
+#      ratio to the classifier alone -> $OUT/<gpu>_serve_e2e.json (+ .png, .md); BEFORE=1 adds the same run
+#      with one batch at a time (NOTIF_BATCHES_IN_FLIGHT=1) -> <gpu>_serve_e2e_one_batch.json.
 # Prepare on a networked machine first: scripts/gpu_prepare.sh (wheels -> .whl/, tokenizer and broker -> .gpu/),
 # then carry .whl and .gpu along. SIZE=tiny NO_WHEELS=1 runs the same on the tiny model (e.g. on a CPU).
 # Each stage has a time limit (SIGINT first, so the benchmarks stop their broker and worker); the classifier
@@ -27,13 +28,22 @@ timeout -s INT -k 20 "${BENCH_S:-190}" python3 -m worker bench classifier --size
   --max-seconds "${MAX_SECONDS:-2}" --json "$classifier" --plot "${classifier%.json}.png" 2>&1 \
   | grep -v -i warn | tee "${classifier%.json}.md" || true
 
-batch=${E2E_BATCH:-256}
+batch=${E2E_BATCH:-256}  # NOTIF_BATCHES_IN_FLIGHT: the default (2) unless the caller sets it
 serve="$OUT/${gpu}_serve_e2e.json"
 NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "${E2E_S:-150}" python3 -m worker bench latency \
   --model "$size" --lora --serve-flags "--quantization nf4 --max-batch-size $batch" \
   --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
   --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 120 \
   --json "$serve" --plot "${serve%.json}.png" 2>&1 | grep -v -i warn | tee "${serve%.json}.md" || true
+# Optional (BEFORE=1, outside the 8-minute default): the same end-to-end run with one batch at a time
+# (NOTIF_BATCHES_IN_FLIGHT=1, how the worker ran before batches in flight), for the before/after of the overlap.
+if [ -n "${BEFORE:-}" ]; then
+  NOTIF_BATCHES_IN_FLIGHT=1 NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "${E2E_S:-150}" \
+    python3 -m worker bench latency --model "$size" --lora --serve-flags "--quantization nf4 --max-batch-size $batch" \
+    --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
+    --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 120 \
+    --json "${serve%.json}_one_batch.json" 2>&1 | grep -v -i warn | tee "${serve%.json}_one_batch.md" || true
+fi
 # Optional (SHADOW=1, outside the 8-minute default): what a shadow adapter costs the serving pass, NF4 + LoRA.
 if [ -n "${SHADOW:-}" ]; then
   timeout -s INT -k 20 "${SHADOW_S:-150}" python3 -m worker bench shadow --size "$size" --quantization nf4 \

@@ -25,6 +25,10 @@ def test_rows_per_mode_and_generation_alone(make_settings: Callable[..., Setting
     assert fast.max_confidence_change <= 1e-5 and constrained.engine_disagreements is None
     assert memory["fast_engine_bytes"] > 0 and memory["model_bytes"] > memory["fast_engine_bytes"]
     assert constrained.fallback_s == 0 and constrained.items_per_s_without_fallback is None
+    # the fast engine's rows are timed once more with 2 batches in flight (the reference computes inside launch)
+    assert fast.pipelined_items_per_s is not None and fast.pipelined_items_per_s > 0
+    assert fast.launch_p50_ms is not None and fast.launch_p50_ms > 0
+    assert constrained.pipelined_items_per_s is None and generate.pipelined_items_per_s is None
     # a random model never writes JSON: every generated item is re-scored, and that time is set apart
     assert generate.parse_failures == 8
     assert generate.fallback_s > 0

@@ -34,8 +34,11 @@ def test_bench_pipeline_writes_both_sides(broker: str, tmp_path: Path) -> None:
     assert (tmp_path / "pipeline.png").stat().st_size > 0
 
 
-def test_bench_latency_reads_the_worker_histogram(broker: str, tmp_path: Path) -> None:
+def test_bench_latency_reads_the_worker_histogram(broker: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "latency.json"
+    monkeypatch.setenv("NOTIF_BATCHES_IN_FLIGHT", "1")  # the worker subprocess inherits it; the report says so
+    monkeypatch.setenv("NOTIF_SASL_PASSWORD", "s3cret")  # never written down
     # Rates far below what the instant classifier moves here (thousands/s): saturation would be a real defect,
     # not the loaded 2-core machine.
     assert main(["bench", "latency", "--bootstrap", broker, "--rates", "20,10", "--seconds", "1.5",
@@ -52,3 +55,10 @@ def test_bench_latency_reads_the_worker_histogram(broker: str, tmp_path: Path) -
         assert not phase["saturated"]
     assert report["saturation_rate"] is None
     assert (tmp_path / "latency.png").stat().st_size > 0
+    assert report["settings"]["NOTIF_BATCHES_IN_FLIGHT"] == "1"
+    assert "NOTIF_SASL_PASSWORD" not in report["settings"] and "s3cret" not in out.read_text()
+    # the saved report side by side with itself: --compare runs nothing, plots to --plot
+    assert main(["bench", "latency", "--compare", f"a=b={out}", f"c={out}", "--plot", str(tmp_path / "cmp.png")]) == 0
+    assert (tmp_path / "cmp.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="--plot"):
+        main(["bench", "latency", "--compare", f"a={out}"])

@@ -44,6 +44,11 @@ class Row:
     engine: str = "reference"  # constrained scoring by: reference (transformers as loaded) or fast (engine.py)
     engine_disagreements: int | None = None  # fast rows: answers unlike the reference's on the same items
     max_confidence_change: float | None = None  # fast rows: largest |confidence - reference's|
+    # fast engine rows: the same batches with the next one launched before the last is read back (the inference
+    # loop's 2 batches in flight), and the host time of one launch call (on a GPU: packing, no device wait; the
+    # reference engine computes inside launch, so it is not timed twice)
+    pipelined_items_per_s: float | None = None
+    launch_p50_ms: float | None = None
 
 
 def register_classifier(subparsers: Any) -> None:
@@ -176,6 +181,9 @@ def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int
     total = sum(latencies)
     ordered = sorted(latencies)
     generated = len(answers) / (total - fallback[0]) if mode == "generate" and total > fallback[0] else None
+    pipelined = (time_pipelined(classifier, [notifications[i * batch_size:(i + 1) * batch_size]
+                                             for i in range(len(latencies))])
+                 if mode == "constrained" and getattr(classifier, "engine", None) is not None else (None, None))
     return Row(
         variant=variant, mode=mode, batch_size=batch_size, items=len(answers),
         items_per_s=round(len(answers) / total, 2), prompt_tokens_per_s=round(tokens / total, 1),
@@ -183,7 +191,29 @@ def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int
         p99_ms=round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 2),
         parse_failures=parse_failures, fallback_s=round(fallback[0], 4),
         items_per_s_without_fallback=None if generated is None else round(generated, 2),
+        pipelined_items_per_s=pipelined[0], launch_p50_ms=pipelined[1],
     ), answers
+
+
+def time_pipelined(classifier: Any, chunks: list[list[Notification]]) -> tuple[float, float]:
+    """(items/s, p50 ms of a launch call) over ``chunks`` with 2 batches in flight: each batch is launched
+    before the one before it is read back, as the inference loop does (worker/stream/inference.py)."""
+    launches: list[float] = []
+    pending = None
+    sync()
+    began = time.perf_counter()
+    for chunk in chunks:
+        launched = time.perf_counter()
+        collect = classifier.launch(chunk)
+        launches.append(time.perf_counter() - launched)
+        if pending is not None:
+            pending()
+        pending = collect
+    if pending is not None:
+        pending()
+    sync()
+    seconds = time.perf_counter() - began
+    return round(sum(map(len, chunks)) / seconds, 2), round(statistics.median(launches) * 1000, 2)
 
 
 def _time_fallback(classifier: Any) -> list[float]:
@@ -241,16 +271,21 @@ def random_adapter(model: str, seed: int = 0) -> str:
     return str(out)
 
 
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = ("variant", "mode", "engine", "batch", "items/s", "prompt tok/s", "p50 ms", "p99 ms", "fallbacks",
-              "disagree", "vs reference")
+    header = ("variant", "mode", "engine", "batch", "items/s", "2 in flight items/s", "launch ms", "prompt tok/s",
+              "p50 ms", "p99 ms", "fallbacks", "disagree", "vs reference")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
         disagree = "" if r["disagreements"] is None else str(r["disagreements"])
         versus = "" if r.get("engine_disagreements") is None else (
             f"{r['engine_disagreements']} answers, max conf change {r['max_confidence_change']:.2g}")
         print(f"| {r['variant']} | {r['mode']} | {r.get('engine', 'reference')} | {r['batch_size']} | "
-              f"{r['items_per_s']:.1f} | {r['prompt_tokens_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['items_per_s']:.1f} | {_cell(r.get('pipelined_items_per_s'))} | {_cell(r.get('launch_p50_ms'))} | "
+              f"{r['prompt_tokens_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
               f"{r['parse_failures']} | {disagree} | {versus} |")
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for batch in dict.fromkeys(r["batch_size"] for r in rows):

@@ -44,6 +44,7 @@ from worker.bench.common import (
 )
 from worker.dev.broker import create_topics_async, free_port
 from worker.observe.logging import configure_logging
+from worker.settings import Settings
 
 LATENCY_METRIC = "notif_end_to_end_latency_seconds"
 DONE_METRICS = ("notif_classifications", "notif_dead_letters")
@@ -91,14 +92,25 @@ def register_latency(subparsers: Any) -> None:
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S,
                         help="seconds the worker may take to load and become ready")
     parser.add_argument("--plot", help="write latency and throughput vs offered rate here (PNG)")
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=JSON",
+                        help="run nothing: plot these saved reports side by side (p99 and finished/s) to --plot")
     parser.set_defaults(func=run_latency)
 
 
 def run_latency(args: argparse.Namespace) -> int:
     configure_logging("warning")
+    if args.compare:
+        if not args.plot:
+            raise SystemExit("--compare needs --plot (where to write the picture)")
+        reports = {label: json.loads(Path(path).read_text())
+                   for label, _, path in (item.rpartition("=") for item in args.compare)}
+        plot_compare(reports, Path(args.plot))
+        return 0
     rates = sorted(float(rate) for rate in args.rates.split(","))
     report: dict[str, Any] = {"machine": machine(), "broker": args.bootstrap or "embedded Tansu",
-                              "classifier": _classifier_name(args), "seconds_per_rate": args.seconds}
+                              "classifier": _classifier_name(args), "seconds_per_rate": args.seconds,
+                              "serve_flags": args.serve_flags,  # and the NOTIF_* settings the worker inherits:
+                              "settings": inherited_settings()}
     print(f"machine: {report['machine']}", file=sys.stderr)
     with broker_address(args.bootstrap) as bootstrap:
         report |= asyncio.run(bench_latency(bootstrap, rates, seconds=args.seconds, idempotent=args.idempotent,
@@ -110,6 +122,13 @@ def run_latency(args: argparse.Namespace) -> int:
     print_latency(report)
     write_outputs(report, args, plot_latency)
     return 0
+
+
+def inherited_settings() -> dict[str, str]:
+    """The NOTIF_* variables of this environment (the worker subprocess inherits them), secrets left out."""
+    secret = {f"NOTIF_{name.upper()}" for name, field in Settings.model_fields.items()
+              if "SecretStr" in str(field.annotation)}
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("NOTIF_") and k not in secret}
 
 
 def _classifier_name(args: argparse.Namespace) -> str:
@@ -417,5 +436,34 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
         ax.tick_params(axis="x", which="minor", labelbottom=False)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"{report['classifier']}; {report['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_compare(reports: dict[str, dict[str, Any]], path: Path) -> None:
+    """Saved `bench latency` reports side by side: p99 latency and finished/s against the offered rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    rates: set[float] = set()
+    for label, report in reports.items():
+        phases = report["phases"]
+        offered = [p["rate"] for p in phases]
+        rates.update(offered)
+        left.plot(offered, [p["p99_ms"] for p in phases], "o-", label=label)
+        right.plot(offered, [p["done_per_s"] for p in phases], "o-", label=label)
+    right.plot(sorted(rates), sorted(rates), ":", color="gray", label="offered")
+    left.set_yscale("log")
+    left.set_ylabel("end-to-end p99, ms (worker histogram)")
+    right.set_ylabel("finished messages / s")
+    for ax in (left, right):
+        ax.set_xlabel("offered messages / s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    first = next(iter(reports.values()))
+    fig.suptitle(f"{first['classifier']}; {first['machine']['cpu']}, GPU {first['machine']['gpu']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
