@@ -155,7 +155,7 @@ class Pipeline:
         return False
 
     async def _finish(self, intake: asyncio.Task[None], inference: asyncio.Task[None]) -> None:
-        """Stop fetching, let the batch in hand finish, wait for its acknowledgements, commit."""
+        """Stop fetching, let the batches in flight finish, wait for their acknowledgements, commit."""
         self.intake.stop()
         self.inference.stop()
         dropped = self.queue.close()
