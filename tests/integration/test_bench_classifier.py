@@ -28,6 +28,8 @@ def test_rows_per_mode_and_generation_alone(make_settings: Callable[..., Setting
     # the fast engine's rows are timed once more with 2 batches in flight (the reference computes inside launch)
     assert fast.pipelined_items_per_s is not None and fast.pipelined_items_per_s > 0
     assert fast.launch_p50_ms is not None and fast.launch_p50_ms > 0
+    assert fast.read_back_p50_ms is not None and 0 < fast.read_back_p50_ms < fast.launch_p50_ms  # the CPU computes
+    assert fast.tokenize_us_per_item is not None and fast.tokenize_us_per_item > 0  # in launch, not in read-back
     assert constrained.pipelined_items_per_s is None and generate.pipelined_items_per_s is None
     # a random model never writes JSON: every generated item is re-scored, and that time is set apart
     assert generate.parse_failures == 8
