@@ -6,8 +6,8 @@ without importing `worker.model` (and with it torch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
 
 from worker.contract import ClassificationResult, Notification
 
@@ -42,6 +42,36 @@ class PipelinedClassifier(Protocol):
         results are labelled with the adapter that served at launch. Either may raise what classify raises.
         """
         ...
+
+
+def launcher(classifier: NotificationClassifier) -> Callable[[Sequence[Notification]], Collect]:
+    """How to start a batch: the classifier's own launch, or (not pipelined) classify it right away."""
+    if isinstance(classifier, PipelinedClassifier):
+        return classifier.launch
+
+    def launch(notifications: Sequence[Notification]) -> Collect:
+        results = classifier.classify(notifications)
+        return lambda: results
+
+    return launch
+
+
+T = TypeVar("T")
+
+
+def classify_ahead(classifier: NotificationClassifier, batches: Iterable[tuple[T, Sequence[Notification]]]
+                   ) -> Iterator[tuple[T, list[ClassificationResult]]]:
+    """(tag, results) batch by batch, in order; each batch is launched before the one before it is read back,
+    so a GPU computes batch n while the caller prepares batch n+1 and handles batch n-1's results."""
+    launch = launcher(classifier)
+    pending: tuple[T, Collect] | None = None
+    for tag, notifications in batches:
+        collect = launch(notifications)
+        if pending is not None:
+            yield pending[0], pending[1]()
+        pending = tag, collect
+    if pending is not None:
+        yield pending[0], pending[1]()
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from worker.commands.flags import add_model_flags, settings_from_args
 from worker.contract import InvalidNotification, Notification, decode_notification
-from worker.protocol import NotificationClassifier
+from worker.protocol import NotificationClassifier, classify_ahead
 
 CHUNK = 256  # lines read per classify() call: bounds memory, keeps the progress bar moving
 
@@ -65,21 +65,15 @@ def run(args: argparse.Namespace) -> int:
 
 def classify_stream(classifier: NotificationClassifier, source: IO[bytes], sink: IO[str], *,
                     max_bytes: int) -> Summary:
-    """Read JSONL from source, write one result line per valid notification, report rejects on stderr."""
+    """Read JSONL from source, write one result line per valid notification, report rejects on stderr.
+
+    Chunk n+1 is read, decoded and launched before chunk n's results are read back and written (on a GPU the
+    model computes meanwhile)."""
     summary = Summary()
     started = time.perf_counter()
     progress = _progress()
-    for chunk in _chunks(source):
-        numbered: list[tuple[int, Notification]] = []
-        for lineno, raw in chunk:
-            summary.lines += 1
-            try:
-                numbered.append((lineno, decode_notification(raw, max_bytes=max_bytes)))
-            except InvalidNotification as exc:
-                summary.rejected += 1
-                summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
-                print(f"line {lineno}: rejected ({exc.reason}): {exc.message}", file=sys.stderr)
-        results = classifier.classify([n for _, n in numbered])
+    decoded = (_decode(chunk, summary, max_bytes) for chunk in _chunks(source))
+    for (numbered, lines), results in classify_ahead(classifier, decoded):
         for (lineno, _), result in zip(numbered, results, strict=True):
             if result.id is None:
                 result = result.model_copy(update={"id": f"line-{lineno}"})
@@ -87,11 +81,29 @@ def classify_stream(classifier: NotificationClassifier, source: IO[bytes], sink:
             sink.write(result.model_dump_json() + "\n")
         summary.classified += len(results)
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(lines)
     if progress is not None:
         progress.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+Numbered = list[tuple[int, Notification]]
+
+
+def _decode(chunk: list[tuple[int, bytes]], summary: Summary, max_bytes: int
+            ) -> tuple[tuple[Numbered, int], list[Notification]]:
+    """((numbered notifications, lines read), notifications) of one chunk; rejects counted and reported."""
+    numbered: Numbered = []
+    for lineno, raw in chunk:
+        summary.lines += 1
+        try:
+            numbered.append((lineno, decode_notification(raw, max_bytes=max_bytes)))
+        except InvalidNotification as exc:
+            summary.rejected += 1
+            summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
+            print(f"line {lineno}: rejected ({exc.reason}): {exc.message}", file=sys.stderr)
+    return (numbered, len(chunk)), [n for _, n in numbered]
 
 
 def _chunks(source: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:

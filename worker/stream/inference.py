@@ -30,7 +30,7 @@ import structlog
 from worker.contract import ClassificationResult, Notification
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
-from worker.protocol import Collect, NotificationClassifier, PipelinedClassifier
+from worker.protocol import NotificationClassifier, launcher
 from worker.stream.batch_queue import BatchQueue
 from worker.stream.breaker import CircuitBreaker
 from worker.stream.outbox import Outbox
@@ -143,18 +143,6 @@ async def classify_with_split(
     middle = len(batch) // 2
     first_half = await classify_with_split(thread, classifier, batch[:middle], on_error)
     return first_half + await classify_with_split(thread, classifier, batch[middle:], on_error)
-
-
-def launcher(classifier: NotificationClassifier) -> Callable[[list[Notification]], Collect]:
-    """How the loop starts a batch: the classifier's own launch, or (not pipelined) classify it right away."""
-    if isinstance(classifier, PipelinedClassifier):
-        return classifier.launch
-
-    def launch(notifications: list[Notification]) -> Collect:
-        results = classifier.classify(notifications)
-        return lambda: results
-
-    return launch
 
 
 def report_model_failure(metrics: Metrics, size: int, error: BaseException, action: str | None = None) -> None:
