@@ -76,7 +76,9 @@ class GraphedPasses:
             body()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: the reader thread may be waiting on an earlier batch's event meanwhile (a swap captures
+        # while batches are in flight); under the default "global" mode that CUDA call would break the capture
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = body()
         return graph, inputs, out
 

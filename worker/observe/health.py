@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -25,7 +24,8 @@ class HealthState:
         self.liveness_timeout_s = liveness_timeout_s
         self._clock = clock
         self._last_beat = clock()
-        self._inference_since: deque[float] = deque()  # when each launched, unfinished model call began
+        self._inference_since: dict[int, float] = {}  # each running model call's token -> when it began
+        self._calls = 0
         self._starting: str | None = None
         self.model_loaded = False
         self.assigned_partitions = 0
@@ -60,14 +60,15 @@ class HealthState:
         self._starting = None
         self.beat()
 
-    def inference_started(self) -> None:
-        """A model call began (with batches in flight, several can be running; they finish in order)."""
-        self._inference_since.append(self._clock())
+    def inference_started(self) -> int:
+        """A model call began (with batches in flight, several run at once); returns its token for finished."""
+        self._calls += 1
+        self._inference_since[self._calls] = self._clock()
+        return self._calls
 
-    def inference_finished(self) -> None:
-        """The oldest running model call finished."""
-        if self._inference_since:
-            self._inference_since.popleft()
+    def inference_finished(self, call: int) -> None:
+        """The model call of this token finished."""
+        self._inference_since.pop(call, None)
 
     def live(self) -> tuple[bool, str]:
         """Alive unless the loop stalled or one model call has run for longer than the timeout.
@@ -80,8 +81,9 @@ class HealthState:
         now = self._clock()
         if now - self._last_beat > self.liveness_timeout_s:
             return False, f"the consume loop made no progress for {now - self._last_beat:.0f}s"
-        if self._inference_since and now - self._inference_since[0] > self.liveness_timeout_s:
-            return False, f"a model call has been running for {now - self._inference_since[0]:.0f}s"
+        oldest = min(self._inference_since.values(), default=None)
+        if oldest is not None and now - oldest > self.liveness_timeout_s:
+            return False, f"a model call has been running for {now - oldest:.0f}s"
         for reason, since, fatal_after_s in self._problems.values():
             if fatal_after_s is not None and now - since > fatal_after_s:
                 return False, f"{reason} (for {now - since:.0f}s)"

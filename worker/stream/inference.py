@@ -159,7 +159,28 @@ class Flight:
 
     batch: list[Work]
     results: asyncio.Future[list[ClassificationResult]] | None = None
-    launched: float = 0.0
+
+
+def _left_uncommitted(batch: list[Work], why: str) -> None:
+    if batch:
+        log.info("batch_left_uncommitted", size=len(batch), why=why, note="the next owner classifies it")
+
+
+def _abandon(taking: asyncio.Task[list[Work]] | None, flights: deque[Flight]) -> None:
+    """The loop ends (stopped, or cancelled): a batch already taken is said to be left, a waiting take is
+    cancelled, and results nobody reads any more are marked seen (no 'exception was never retrieved')."""
+    if taking is not None and taking.done() and not taking.cancelled() and taking.exception() is None:
+        _left_uncommitted(taking.result(), "taken as the worker stopped")
+    elif taking is not None:
+        taking.cancel()
+    for flight in flights:
+        if flight.results is not None:
+            flight.results.add_done_callback(_retrieved)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class InferenceLoop:
@@ -187,6 +208,7 @@ class InferenceLoop:
         self.depth = batches_in_flight
         self._stopping = asyncio.Event()
         self._read_at = 0.0  # when the last batch's results were read (its successor's model time starts there)
+        self._last_failed = False  # whether the model failed every item of the last delivered batch
 
     def stop(self) -> None:
         """Launch no new batch; the loop ends after the ones in flight (a held batch is left uncommitted)."""
@@ -207,6 +229,8 @@ class InferenceLoop:
                     taking = None
                     if batch and not self._stopping.is_set():
                         flights.append(await self._flight(batch, reader))
+                    elif batch:
+                        _left_uncommitted(batch, "taken as the worker stopped")
                 while flights and (flights[0].results is None or flights[0].results.done()):
                     await self._settle(flights.popleft())
                     if not flights and taking is not None and not taking.done():  # the model is free: a
@@ -215,8 +239,7 @@ class InferenceLoop:
             while flights:  # stopping: the launched batches finish
                 await self._settle(flights.popleft())
         finally:
-            if taking is not None:
-                taking.cancel()
+            _abandon(taking, flights)
             reader.stop()
 
     async def _flight(self, batch: list[Work], reader: InferenceThread) -> Flight:
@@ -225,8 +248,7 @@ class InferenceLoop:
             return Flight(batch)
         notifications = self._notifications(batch)
         self._observe(batch)
-        self.health.inference_started()
-        launched = time.perf_counter()
+        call, launched = self.health.inference_started(), time.perf_counter()
         try:
             collect = await self.thread.submit(lambda: self._launch(notifications))
         except Exception as exc:
@@ -234,18 +256,27 @@ class InferenceLoop:
             results.set_exception(exc)
         else:
             results = reader.submit(lambda: _checked(collect(), len(notifications)))
-        return Flight(batch, results, launched)
+        results.add_done_callback(lambda _: self._read_back(call, launched))  # its model call ends there
+        return Flight(batch, results)
 
     async def _settle(self, flight: Flight) -> None:
-        """Deliver a flight's outcomes; a failed one goes the careful way (split, probe, breaker)."""
+        """Deliver a flight's outcomes. A failed one is split and retried, unless a batch before it failed the
+        same way: behind an open breaker it goes the careful way (probe first), and while stopping it is left
+        uncommitted rather than split against a broken model."""
         batch: list[Work] = flight.batch
         if flight.results is not None:
             try:
-                outcomes = await classify_with_split(self.thread, self.classifier, self._notifications(batch),
-                                                     self._failed, first=flight.results)
-            finally:
-                self._finished(flight.launched)
-            batch = await self._deliver(batch, outcomes)
+                results = await flight.results
+            except Exception as exc:
+                if self.breaker.open or (self._stopping.is_set() and self._last_failed):
+                    report_model_failure(self.metrics, len(batch), exc, action="behind a failed batch: not split")
+                    if self._stopping.is_set():
+                        _left_uncommitted(batch, "failed behind a failed batch as the worker stopped")
+                else:
+                    batch = await self._deliver(batch, await self._timed(classify_with_split(
+                        self.thread, self.classifier, self._notifications(batch), self._failed, first=flight.results)))
+            else:
+                batch = await self._deliver(batch, list(results))
         while batch and not self._stopping.is_set():
             batch = await self.classify(batch)
 
@@ -260,18 +291,13 @@ class InferenceLoop:
             await self.breaker.wait_before_retry(self._stopping)
             return batch
         self._observe(batch)
-        self.health.inference_started()
-        started = time.perf_counter()
-        try:
-            outcomes = await classify_with_split(self.thread, self.classifier, self._notifications(batch),
-                                                 self._failed)
-        finally:
-            self._finished(started)
-        return await self._deliver(batch, outcomes)
+        return await self._deliver(batch, await self._timed(classify_with_split(
+            self.thread, self.classifier, self._notifications(batch), self._failed)))
 
     async def _deliver(self, batch: list[Work], outcomes: list[Outcome]) -> list[Work]:
         """Hand the outcomes to the outbox; returns the batch instead if the model failed it entirely."""
-        if all(isinstance(outcome, InferenceFailure) for outcome in outcomes) and not await self._probe_works():
+        self._last_failed = all(isinstance(outcome, InferenceFailure) for outcome in outcomes)
+        if self._last_failed and not await self._probe_works():
             failure = outcomes[-1]
             self.breaker.failed(failure.message if isinstance(failure, InferenceFailure) else "")
             await self.breaker.wait_before_retry(self._stopping)
@@ -308,10 +334,18 @@ class InferenceLoop:
         self.metrics.batch_tokens.observe(padded)
         log.debug("batch", size=len(batch), padded_tokens=padded, queued=len(self.queue))
 
-    def _finished(self, launched: float) -> None:
-        """A batch's results are in: its model time ran from its launch, or from its predecessor's end if later
-        (launched behind it, it waited its turn)."""
-        self.health.inference_finished()
+    async def _timed(self, calls: Awaitable[T]) -> T:
+        """Model calls made here and now (a batch, its split): health sees them running, the histogram their time."""
+        call, started = self.health.inference_started(), time.perf_counter()
+        try:
+            return await calls
+        finally:
+            self._read_back(call, started)
+
+    def _read_back(self, call: int, launched: float) -> None:
+        """A model call's results are in: its time ran from its launch, or from the end of the call before it if
+        later (launched behind it, it waited its turn)."""
+        self.health.inference_finished(call)
         now = time.perf_counter()
         self.metrics.inference_latency.observe(now - max(launched, self._read_at))
         self._read_at = now

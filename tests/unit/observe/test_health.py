@@ -26,7 +26,7 @@ def test_liveness_fails_when_the_loop_or_a_model_call_stalls() -> None:
     ok, reason = state.live()
     assert not ok and "no progress" in reason
     state.beat()
-    state.inference_started()
+    call = state.inference_started()
     clock.now += 5
     state.beat()
     assert state.live()[0]
@@ -34,26 +34,29 @@ def test_liveness_fails_when_the_loop_or_a_model_call_stalls() -> None:
     state.beat()
     ok, reason = state.live()
     assert not ok and "model call" in reason
-    state.inference_finished()
+    state.inference_finished(call)
     assert state.live()[0]
 
 
-def test_with_two_model_calls_in_flight_the_oldest_counts() -> None:
+def test_with_two_model_calls_in_flight_the_oldest_running_one_counts() -> None:
     clock = Clock()
     state = HealthState(liveness_timeout_s=10, clock=clock)
-    state.inference_started()
+    first = state.inference_started()
     clock.now += 6
-    state.inference_started()  # launched behind the first
+    second = state.inference_started()  # launched behind the first
     clock.now += 5
     state.beat()
     ok, reason = state.live()
     assert not ok and "running for 11s" in reason
-    state.inference_finished()  # the first: the second has run for 5 s
+    state.inference_finished(first)  # the second has run for 5 s
     assert state.live()[0]
+    retry = state.inference_started()  # a retry while the second is still out: finishing it ends only itself
     clock.now += 6
+    state.inference_finished(retry)
     state.beat()
-    assert not state.live()[0]
-    state.inference_finished()
+    ok, reason = state.live()
+    assert not ok and "running for 11s" in reason
+    state.inference_finished(second)
     assert state.live()[0]
 
 
