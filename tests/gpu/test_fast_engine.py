@@ -49,3 +49,31 @@ def test_bf16_and_nf4_agree_with_the_reference(tiny_model_dir: Any, quantization
                  for a, b in zip(got, expected, strict=True))
     print(f"{quantization}: {differ}/200 answers differ, largest folder confidence change {change:.4f}")
     assert differ <= 6  # bf16 rounding in another order: near-ties may flip, nothing more
+
+
+def test_a_swap_captures_its_graphs_while_batches_are_read_back(tiny_model_dir: Any, tmp_path: Any) -> None:
+    """With batches in flight the reader thread waits on a batch's CUDA event while the inference thread
+    swaps the adapter, which captures the new engine's CUDA graphs: the capture must hold, the results too."""
+    import threading
+
+    from tests.integration.adapters import make_adapter
+    from worker.contract import contract_fingerprint
+
+    paths = {name: make_adapter(str(tiny_model_dir), tmp_path / name, contract=contract_fingerprint(), seed=seed)
+             for name, seed in (("a", 1), ("b", 2))}
+    settings = Settings.model_validate({"model": str(tiny_model_dir), "device": "cuda", "max_input_tokens": 128,
+                                        "engine": "fast", "quantization": "nf4", "adapter": str(paths["a"]),
+                                        "max_batch_size": 16})
+    classifier = Classifier.from_settings(settings)
+    notes = hard_notifications(64, seed=5)
+    expected = [(r.folder, r.priority, r.adapter_id) for r in classifier.classify(notes)]
+    launched = [classifier.launch(notes) for _ in range(3)]  # 12 passes queued on the stream
+    read: list[list[Any]] = []
+    reader = threading.Thread(target=lambda: read.extend(collect() for collect in launched))
+    reader.start()
+    classifier.swap_adapter(str(paths["b"]))
+    reader.join(60)
+    assert classifier.engine is not None and classifier.engine.graphs is not None  # captured, not fallen back
+    assert [[(r.folder, r.priority, r.adapter_id) for r in results] for results in read] == [expected] * 3
+    swapped = classifier.classify(notes)
+    assert {r.adapter_id for r in swapped} != {e[2] for e in expected}
