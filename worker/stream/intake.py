@@ -23,7 +23,7 @@ from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 from worker.stream.batch_queue import BatchQueue
 from worker.stream.breaker import CircuitBreaker
-from worker.stream.inference import describe, report_model_failure
+from worker.stream.inference import InferenceThread, describe, report_model_failure
 from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, UndecodableFetch, backoff_s
 from worker.stream.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.outbox import Outbox
@@ -63,6 +63,8 @@ class Intake:
         self._on_halt = on_halt  # a record that can be neither read nor dead-lettered: its partition stops
         self._unlocated = 0
         self._raw = RawFetcher(settings)  # reads what the consumer cannot decode; connects on first use
+        self._to_count: list[Work] = []  # admitted, waiting for their token counts (in offset order)
+        self._tokenizer: InferenceThread | None = None  # counts them off the event loop; started on first use
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
@@ -70,6 +72,8 @@ class Intake:
 
     async def close(self) -> None:
         await self._raw.close()
+        if self._tokenizer is not None:
+            self._tokenizer.stop()
 
     def room_freed(self) -> None:
         """Acknowledgements arrived: wake the paused loop once in-flight work is down to half."""
@@ -100,6 +104,7 @@ class Intake:
             failures = 0
             for partition, records in batches.items() if not self._stopping else ():
                 self._accept(partition, records)
+            await self._count_and_queue()
             self.metrics.queue_depth.set(len(self.queue))
             self.metrics.in_flight.set(self.tracker.in_flight)
             if paused:
@@ -147,7 +152,7 @@ class Intake:
                 self._admit(Work(record, state))
 
     def _admit(self, work: Work) -> None:
-        """Decode and count tokens, then queue for the model; dead-letter what cannot be classified."""
+        """Decode, then hand over for counting and queueing (_count_and_queue); dead-letter what cannot be decoded."""
         record, settings = work.record, self.settings
         too_large = oversize(record.key, record.headers, max_key_bytes=settings.max_key_bytes,
                              max_header_bytes=settings.max_header_bytes)
@@ -159,13 +164,29 @@ class Intake:
         except InvalidNotification as exc:
             self.outbox.submit([self.outbox.dead_letter(work, exc.reason, exc.message)])
             return
-        try:
-            work.tokens = self.classifier.count_tokens(work.notification)
-        except Exception as exc:  # the tokenizer is part of the model: its failure is an inference error
-            report_model_failure(self.metrics, 1, exc)
-            self.outbox.submit([self.outbox.dead_letter(work, INFERENCE_ERROR, describe(exc))])
+        self._to_count.append(work)
+
+    async def _count_and_queue(self) -> None:
+        """Count the admitted notifications' tokens off the event loop, then queue them in order.
+
+        Tokenizing is the one costly step of intake: a hostile 64 KB message takes over a second on a loaded
+        machine. On the tokenizer thread it costs the event loop (heartbeats, publishing, the model's hand-over)
+        at most one tokenizer call at a time instead of the whole fetch. A tokenizer failure is an inference
+        error: that notification is dead-lettered.
+        """
+        works, self._to_count = self._to_count, []
+        if not works:
             return
-        self.queue.put(work)
+        if self._tokenizer is None:
+            self._tokenizer = InferenceThread("notif-tokenize")
+        counted = await self._tokenizer.submit(lambda: [_tokens(self.classifier, work) for work in works])
+        for work, tokens in zip(works, counted, strict=True):
+            if isinstance(tokens, Exception):  # the tokenizer is part of the model: its failure is an inference error
+                report_model_failure(self.metrics, 1, tokens)
+                self.outbox.submit([self.outbox.dead_letter(work, INFERENCE_ERROR, describe(tokens))])
+            else:
+                work.tokens = tokens
+                self.queue.put(work)
 
     def _state_for(self, partition: TopicPartition, offset: int) -> PartitionOffsets | None:
         if partition in self._revoking:
@@ -196,6 +217,7 @@ class Intake:
             await asyncio.sleep(backoff_s(self._unlocated, self.settings.retry_backoff_max_s))
             return
         located = [self._settle(tp, finding) for tp, finding in findings.items()]
+        await self._count_and_queue()
         self._unlocated = 0 if any(located) else self._unlocated + 1
         if self._unlocated >= MAX_UNLOCATED:
             for tp, position in positions.items():
@@ -233,3 +255,12 @@ class Intake:
     def _stop(self, partition: TopicPartition, offset: int, reason: str) -> None:
         """Read the partition no further: nothing there can be classified or dead-lettered (not ready, loudly)."""
         self._on_halt(partition, offset, reason)
+
+
+def _tokens(classifier: NotificationClassifier, work: Work) -> int | Exception:
+    """The notification's prompt tokens, or what the tokenizer raised (on the tokenizer thread)."""
+    assert work.notification is not None
+    try:
+        return classifier.count_tokens(work.notification)
+    except Exception as exc:
+        return exc
