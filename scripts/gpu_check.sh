@@ -20,17 +20,17 @@ gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).split()[1].l
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 python3 -c "from worker.dev.models import cached_random_qwen3; cached_random_qwen3('${size}')"  # built once, outside the timed stages
 
-timeout -s INT -k 20 "${TESTS_S:-90}" python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt" || true
+timeout -s INT -k 20 "${TESTS_S:-110}" python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt" || true
 
 classifier="$OUT/${gpu}_classifier_engines.json"
-timeout -s INT -k 20 "${BENCH_S:-190}" python3 -m worker bench classifier --size "$size" --variants "${VARIANTS:-nf4,merged,bf16}" --lora \
+timeout -s INT -k 20 "${BENCH_S:-200}" python3 -m worker bench classifier --size "$size" --variants "${VARIANTS:-nf4,merged,bf16}" --lora \
   --modes constrained --engines reference,fast --batch-sizes "${BATCH_SIZES:-1,8,64,256,512}" --n 512 \
   --max-seconds "${MAX_SECONDS:-2}" --json "$classifier" --plot "${classifier%.json}.png" 2>&1 \
   | grep -v -i warn | tee "${classifier%.json}.md" || true
 
 batch=${E2E_BATCH:-256}  # NOTIF_BATCHES_IN_FLIGHT: the default (2) unless the caller sets it
 serve="$OUT/${gpu}_serve_e2e.json"
-NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "${E2E_S:-150}" python3 -m worker bench latency \
+NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "${E2E_S:-140}" python3 -m worker bench latency \
   --model "$size" --lora --serve-flags "--quantization nf4 --max-batch-size $batch" \
   --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
   --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 120 \
@@ -38,7 +38,7 @@ NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "
 # Optional (BEFORE=1, outside the 8-minute default): the same end-to-end run with one batch at a time
 # (NOTIF_BATCHES_IN_FLIGHT=1, how the worker ran before batches in flight), for the before/after of the overlap.
 if [ -n "${BEFORE:-}" ]; then
-  NOTIF_BATCHES_IN_FLIGHT=1 NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "${E2E_S:-150}" \
+  NOTIF_BATCHES_IN_FLIGHT=1 NOTIF_ENGINE=fast NOTIF_MAX_BATCH_TOKENS=$((batch * 512)) timeout -s INT -k 20 "${E2E_S:-140}" \
     python3 -m worker bench latency --model "$size" --lora --serve-flags "--quantization nf4 --max-batch-size $batch" \
     --rates "${RATES:-500,1000,2000,3000,4000,6000}" --seconds "${E2E_SECONDS:-4}" --half-load \
     --classifier-json "$classifier" --classifier-batch "$batch" --ready-timeout 120 \

@@ -184,7 +184,7 @@ def time_configuration(classifier: Any, variant: str, mode: str, batch_size: int
     ordered = sorted(latencies)
     generated = len(answers) / (total - fallback[0]) if mode == "generate" and total > fallback[0] else None
     pipelined = (time_pipelined(classifier, [notifications[i * batch_size:(i + 1) * batch_size]
-                                             for i in range(len(latencies))])
+                                             for i in range(len(latencies))], max_seconds / 2)
                  if mode == "constrained" and getattr(classifier, "engine", None) is not None else (None, None))
     host = host_costs(classifier, notifications[:batch_size]) if pipelined[0] is not None else (None, None)
     return Row(
@@ -216,25 +216,30 @@ def host_costs(classifier: Any, chunk: list[Notification], repeats: int = 3) -> 
     return round(statistics.median(reads) * 1000, 3), round(tokenize * 1e6, 1)
 
 
-def time_pipelined(classifier: Any, chunks: list[list[Notification]]) -> tuple[float, float]:
-    """(items/s, p50 ms of a launch call) over ``chunks`` with 2 batches in flight: each batch is launched
-    before the one before it is read back, as the inference loop does (worker/stream/inference.py)."""
+def time_pipelined(classifier: Any, chunks: list[list[Notification]], max_seconds: float) -> tuple[float, float]:
+    """(items/s, p50 ms of a launch call) over ``chunks`` (at least 3, then until ``max_seconds``) with 2
+    batches in flight: each batch is launched before the one before it is read back, as the inference loop
+    does (worker/stream/inference.py)."""
     launches: list[float] = []
     pending = None
+    items = 0
     sync()
     began = time.perf_counter()
     for chunk in chunks:
         launched = time.perf_counter()
         collect = classifier.launch(chunk)
         launches.append(time.perf_counter() - launched)
+        items += len(chunk)
         if pending is not None:
             pending()
         pending = collect
+        if len(launches) >= 3 and time.perf_counter() - began > max_seconds:
+            break
     if pending is not None:
         pending()
     sync()
     seconds = time.perf_counter() - began
-    return round(sum(map(len, chunks)) / seconds, 2), round(statistics.median(launches) * 1000, 2)
+    return round(items / seconds, 2), round(statistics.median(launches) * 1000, 2)
 
 
 def _time_fallback(classifier: Any) -> list[float]:
