@@ -30,10 +30,16 @@ def test_missing_path_is_one_clear_error(make_settings: Callable[..., Settings],
         load_model(make_settings(model=str(tmp_path / "nope")))
 
 
-def test_unreachable_hub_is_one_clear_error(make_settings: Callable[..., Settings],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_offline_hub_is_one_clear_error(make_settings: Callable[..., Settings],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: setting only the variable here left the test going
+    # to the network, where an unreachable hub takes the same path after ~47 s of huggingface_hub's retries.
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="Qwen/definitely-not-cached"):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match=r"could not fetch tokenizer 'Qwen/definitely-not-cached' from the "
+                                             r"Hugging Face hub .*check the network or point to a local directory"):
         load_model(make_settings(model="Qwen/definitely-not-cached"))
 
 
