@@ -217,14 +217,14 @@ class Classifier:
             answers = self._classify_batch(prompts)
             return lambda: answers
         pending = engine.launch(engine.prepare(self._trunks(prompts)))
-        return lambda: [(f, p, dict(c), "constrained") for f, p, c in self._walk(pending.wait().tolist(), adapter)]
+        return lambda: _constrained(self._walk(pending.wait().tolist(), adapter))
 
     def _trunks(self, prompts: list[Prompt]) -> list[list[int]]:
         return [[*p.suffix_ids, *self.plan.trunk] for p in prompts]
 
     def _classify_batch(self, prompts: list[Prompt]) -> list[Answer]:
         if self.settings.decoding == "constrained":
-            return [(f, p, dict(c), "constrained") for f, p, c in self.score(prompts)]
+            return _constrained(self.score(prompts))
         return self._generate(prompts)
 
     def _result(self, notification: Notification, prompt: Prompt, folder: str, priority: int,
@@ -355,6 +355,11 @@ class Classifier:
         if walked is None:  # parsed, but not the canonical token path: no per-branch probabilities
             return folder, priority, {"folder": None, "priority": None}, "generate"
         return folder, priority, dict(walked[1]), "generate"
+
+
+def _constrained(walked: list[tuple[str, int, dict[str, float]]]) -> list[Answer]:
+    """Walked answers as the classifier's answers (decoding: constrained)."""
+    return [(folder, priority, dict(confidence), "constrained") for folder, priority, confidence in walked]
 
 
 @contextmanager
