@@ -76,7 +76,7 @@ def classify_ahead(classifier: NotificationClassifier, batches: Iterable[tuple[T
 
 @runtime_checkable
 class SwappableClassifier(Protocol):
-    """A classifier whose adapter can be replaced while it serves (worker/stream/adapter_watch.py calls it)."""
+    """A classifier whose adapter can be replaced while it serves (stream/lifecycle/adapter_watch.py calls it)."""
 
     @property
     def adapter_id(self) -> str | None:
@@ -93,7 +93,7 @@ class SwappableClassifier(Protocol):
 
 @runtime_checkable
 class ShadowClassifier(Protocol):
-    """A classifier holding a candidate adapter beside the serving one (worker/stream/shadow.py calls it)."""
+    """A classifier holding a candidate adapter beside the serving one (worker/stream/lifecycle/shadow.py calls it)."""
 
     def classify_shadow(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
         """The candidate adapter's results for these notifications, in input order."""

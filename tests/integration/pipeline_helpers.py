@@ -19,8 +19,8 @@ from worker.observe.health import HealthServer, HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
-from worker.stream.inference import InferenceThread
-from worker.stream.kafka_io import KafkaClients
+from worker.stream.flow.inference import InferenceThread
+from worker.stream.kafka.clients import KafkaClients
 from worker.stream.pipeline import Pipeline
 
 

@@ -17,8 +17,8 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from tests.integration.kafka_helpers import Topics, committed, eventually, notification_messages, produce, read_all
 from tests.integration.pipeline_helpers import running_worker, settings_for
-from worker.stream.kafka_io import PRODUCER_MAX_REQUEST_BYTES
-from worker.stream.records import dead_letter_headers
+from worker.stream.flow.records import dead_letter_headers
+from worker.stream.kafka.options import PRODUCER_MAX_REQUEST_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.kafka_helpers import Topics, committed, notification_messages, produce, read_all
 from tests.integration.pipeline_helpers import running_worker, settings_for
-from worker.stream.kafka_io import KafkaClients, Message
+from worker.stream.kafka.clients import KafkaClients, Message
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

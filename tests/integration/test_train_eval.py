@@ -16,10 +16,11 @@ from trainer.batches import Encoder
 from trainer.cli import main
 from trainer.config import TrainConfig
 from trainer.data import read_dataset
-from trainer.synth import iter_raw_notifications, write_split
+from trainer.synth import write_split
 from trainer.train import train
 from worker.contract import CONTRACT_VERSION, contract_fingerprint, format_answer
 from worker.model.classifier import Classifier
+from worker.synth.sampler import iter_raw_notifications
 
 pytestmark = pytest.mark.integration
 

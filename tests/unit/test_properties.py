@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from worker.contract import FOLDERS, PRIORITIES, AnswerParseError, format_answer, parse_answer, valid_answers
 from worker.model.layout import WIDTH_MULTIPLE, build_pass, pack
 from worker.model.planning import plan_batches
-from worker.stream.kafka_io import murmur2_same_length, partitions_for_keys
+from worker.stream.kafka.partitioner import murmur2_same_length, partitions_for_keys
 
 MODEST = settings(max_examples=150, deadline=None)  # the box is slow and shared
 

@@ -219,7 +219,7 @@ def host_costs(classifier: Any, chunk: list[Notification], repeats: int = 3) -> 
 def time_pipelined(classifier: Any, chunks: list[list[Notification]], max_seconds: float) -> tuple[float, float]:
     """(items/s, p50 ms of a launch call) over ``chunks`` (at least 3, then until ``max_seconds``) with 2
     batches in flight: each batch is launched before the one before it is read back, as the inference loop
-    does (worker/stream/inference.py)."""
+    does (worker/stream/flow/inference.py)."""
     launches: list[float] = []
     pending = None
     items = 0

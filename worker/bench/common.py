@@ -45,7 +45,7 @@ def write_outputs(report: dict[str, Any], args: argparse.Namespace,
 
 def bench_notifications(n: int) -> list[Notification]:
     """Realistic notifications (the trainer's synthetic generator), the same every run."""
-    from trainer.synth import iter_raw_notifications
+    from worker.synth.sampler import iter_raw_notifications
 
     stream = iter_raw_notifications(seed=1234)
     return [notification_from_fields(next(stream)) for _ in range(n)]

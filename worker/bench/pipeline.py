@@ -40,8 +40,9 @@ from worker.observe.health import HealthState
 from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
-from worker.stream.inference import InferenceThread
-from worker.stream.kafka_io import PRODUCER_LINGER_MS, KafkaClients
+from worker.stream.flow.inference import InferenceThread
+from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.options import PRODUCER_LINGER_MS
 from worker.stream.pipeline import Pipeline
 
 POLL_TIMEOUT_MS = 100

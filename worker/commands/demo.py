@@ -26,8 +26,8 @@ from worker.contract import ClassificationResult
 from worker.dev.broker import BrokerStartError, EmbeddedBroker, create_topics
 from worker.observe.logging import configure_logging
 from worker.settings import Settings
-from worker.stream.kafka_io import client_options
-from worker.stream.records import REASON_HEADER
+from worker.stream.flow.records import REASON_HEADER
+from worker.stream.kafka.options import client_options
 
 EXIT_FAILED = 1
 DEMO_LOG_LEVEL = "warning"  # the results are the output; worker logs only when something is wrong

@@ -21,7 +21,8 @@ from aiokafka.errors import KafkaError
 from worker.commands.flags import settings_from_args
 from worker.observe.logging import configure_logging
 from worker.settings import Settings
-from worker.stream.kafka_io import BrokerUnavailable, PublishFailed, backoff_s, producer_options, publish_failed
+from worker.stream.kafka.errors import BrokerUnavailable, PublishFailed, backoff_s, publish_failed
+from worker.stream.kafka.options import producer_options
 
 DEFAULT_RATE = 5.0
 PROGRESS_EVERY_S = 10.0
@@ -50,7 +51,7 @@ def send_delay_s(index: int, *, rate: float, started: float, now: float) -> floa
 
 def synthetic_stream(seed: int) -> Iterator[dict[str, str]]:
     """Raw synthetic notifications (JSON-ready dicts with an id), endlessly."""
-    from trainer.synth import iter_raw_notifications  # the generator lives with the training data
+    from worker.synth.sampler import iter_raw_notifications
 
     return iter_raw_notifications(seed=seed)
 

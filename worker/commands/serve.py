@@ -27,8 +27,9 @@ from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier, SwappableClassifier
 from worker.settings import Settings
-from worker.stream.inference import InferenceThread
-from worker.stream.kafka_io import KafkaClients, KafkaConfigError
+from worker.stream.flow.inference import InferenceThread
+from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.errors import KafkaConfigError
 from worker.stream.pipeline import Pipeline
 
 EXIT_OK = 0

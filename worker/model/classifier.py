@@ -133,7 +133,7 @@ class Classifier:
         """Start the batch's passes and return at once; the returned call waits for and reads their results.
 
         With the fast engine on a GPU the passes are queued on its stream, so the inference loop prepares and
-        launches the next batch while these compute (worker/stream/inference.py); the reference engine and
+        launches the next batch while these compute (worker/stream/flow/inference.py); the reference engine and
         the CPU compute here, and the returned call only hands the results over.
         """
         with self._lock:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 # About 1 ms to 30 s: an end-to-end latency covers both a warm batch and a stalled one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-REVIEW_REASONS = ("folder", "priority", "both", "unscored")  # which confidence was low (worker/stream/review.py)
+REVIEW_REASONS = ("folder", "priority", "both", "unscored")  # which confidence was low (worker/stream/flow/review.py)
 
 
 class Metrics:

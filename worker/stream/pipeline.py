@@ -1,9 +1,9 @@
 """The pipeline's supervisor: wires the parts, connects, starts and watches them, and stops them in order.
 
-The data flows one way: intake (worker/stream/intake.py: poll, backpressure, decode, admit) -> the
-batch queue -> inference (worker/stream/inference.py: one batch at a time on the inference thread)
--> outbox (worker/stream/outbox.py: publish, acknowledgements, retries) -> committer
-(worker/stream/committer.py: the acknowledged prefix, rebalances); the watcher (worker/stream/watcher.py)
+The data flows one way: intake (worker/stream/flow/intake.py: poll, backpressure, decode, admit) -> the
+batch queue -> inference (worker/stream/flow/inference.py: one batch at a time on the inference thread)
+-> outbox (worker/stream/flow/outbox.py: publish, acknowledgements, retries) -> committer
+(worker/stream/flow/committer.py: the acknowledged prefix, rebalances); the watcher (worker/stream/watcher.py)
 probes the broker and refreshes the gauges beside them. At-least-once: checkpoint order is produce,
 confirm, commit.
 """
@@ -22,17 +22,18 @@ from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
-from worker.stream import lifecycle
-from worker.stream.batch_queue import BatchQueue
-from worker.stream.breaker import CircuitBreaker
-from worker.stream.committer import Committer
-from worker.stream.inference import InferenceLoop, InferenceThread
-from worker.stream.intake import Intake
-from worker.stream.kafka_io import BrokerUnavailable, KafkaClients, backoff_s
-from worker.stream.offsets import OffsetTracker
-from worker.stream.outbox import Outbox
+from worker.stream.flow.batch_queue import BatchQueue
+from worker.stream.flow.breaker import CircuitBreaker
+from worker.stream.flow.committer import Committer
+from worker.stream.flow.inference import InferenceLoop, InferenceThread
+from worker.stream.flow.intake import Intake
+from worker.stream.flow.offsets import OffsetTracker
+from worker.stream.flow.outbox import Outbox
+from worker.stream.flow.work import Work
+from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.errors import BrokerUnavailable, backoff_s
+from worker.stream.lifecycle import parts as lifecycle
 from worker.stream.watcher import Watcher
-from worker.stream.work import Work
 
 CLOSE_RESERVE_S = 5.0  # of the shutdown timeout, kept for leaving the group and closing the clients
 
@@ -110,7 +111,7 @@ class Pipeline:
         self.watcher.show_assignment(len(assigned))
 
     def check_adapter(self) -> None:
-        """SIGHUP: check where NOTIF_ADAPTER points now (worker/stream/adapter_watch.py)."""
+        """SIGHUP: check where NOTIF_ADAPTER points now (worker/stream/lifecycle/adapter_watch.py)."""
         if self.adapter_watch is not None:
             self.adapter_watch.check_now()
 

@@ -17,8 +17,9 @@ from aiokafka.structs import TopicPartition
 
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
-from worker.stream.kafka_io import BrokerUnavailable, KafkaClients
-from worker.stream.offsets import OffsetTracker, PartitionOffsets
+from worker.stream.flow.offsets import OffsetTracker, PartitionOffsets
+from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.errors import BrokerUnavailable
 
 WATCH_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 3.0

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from trainer.data import parse_line
-from trainer.synth import SynthError, generate_examples, iter_raw_notifications, split_size, write_split
+from trainer.synth import SynthError, generate_examples, split_size, write_split
 from worker.contract import SYSTEM_PROMPT, decode_notification, render_user_message
+from worker.synth.sampler import iter_raw_notifications
 
 FOLDER_MIX = {"Work": 0.40, "Personal": 0.27, "Promotions": 0.18, "Alerts": 0.15}
 PRIORITY_MIX = {1: 0.51, 2: 0.28, 3: 0.21}

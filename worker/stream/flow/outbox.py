@@ -1,0 +1,250 @@
+"""The outbox: results and dead letters to the producer in order, acknowledgements settle offsets, failures handled.
+
+One publisher task hands everything queued to the producer as record batches per topic and partition;
+each record batch's acknowledgement marks its messages' offsets done (worker/stream/flow/offsets.py), or
+starts a redelivery task for each, which follows the publish-error policy (worker/stream/flow/publish_policy.py):
+retry, a replacement dead letter, or halting the partition. Only acknowledged offsets ever become committable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import structlog
+
+from worker.contract import ClassificationResult
+from worker.observe.health import HealthState
+from worker.observe.metrics import Metrics
+from worker.settings import Settings
+from worker.stream.flow.publish_policy import DEAD_LETTER, Halt, Replace, decide
+from worker.stream.flow.records import dead_letter_headers, result_key
+from worker.stream.flow.review import review_reason, review_value
+from worker.stream.flow.work import Delivery, Work
+from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.errors import PublishFailed, backoff_s, delivery_error
+
+OnHalt = Callable[[Work, str], None]
+
+log = structlog.get_logger("worker.outbox")
+
+
+class Outbox:
+    """Builds the messages for Work items, publishes them, and tells ``on_acked`` whenever offsets got done."""
+
+    def __init__(self, settings: Settings, kafka: KafkaClients, metrics: Metrics, health: HealthState,
+                 on_acked: Callable[[], None], on_halt: OnHalt) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.metrics = metrics
+        self.health = health
+        self._on_acked = on_acked
+        self._on_halt = on_halt  # an input nothing can be published for: its partition must stop
+        for topic in (settings.output_topic, settings.dlq_topic):  # series at 0 from the start, for rate() and alerts
+            metrics.publish_retries.labels(topic=topic)
+        self._retrying: dict[int, tuple[str, float]] = {}  # id(task) -> (topic, first failure), redeliveries
+        self.acked = asyncio.Event()  # set at every acknowledgement (a drain clears it and waits)
+        self._queued: list[Delivery] = []  # not yet handed to the producer
+        self._publisher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # the publisher, retries
+        # handed to the producer, not yet acknowledged: (topic, when), so a stall inside the producer shows
+        self._unconfirmed: dict[asyncio.Future[Any], tuple[str, float]] = {}
+        self._classified: dict[tuple[str, int], Any] = {}
+        self._failure: asyncio.Future[None] | None = None
+
+    def failure(self) -> asyncio.Future[None]:
+        """Fails with the first unexpected exception of a hand-over or redelivery task (the supervisor waits on it)."""
+        if self._failure is None:
+            self._failure = asyncio.get_running_loop().create_future()
+        return self._failure
+
+    # --- messages ----------------------------------------------------------------------------------------
+
+    def result(self, work: Work, result: ClassificationResult) -> list[Delivery]:
+        """The result's message, and its review record when it needs a person (see worker/stream/flow/review.py)."""
+        if result.decoding == "generate_fallback":
+            self.metrics.parse_failures.inc()
+        assert work.notification is not None
+        key = result_key(work.record.key, work.notification)
+        reason = review_reason(result, self.settings.review_below) if self.settings.review_topic else None
+        if reason is None:
+            return [self._result(work, result, key)]
+        result = result.model_copy(update={"review": True})
+        work.pending += 1
+        review = Delivery(work, self.settings.review_topic or "", key, review_value(result, work.notification), [],
+                          self.metrics.reviews.labels(reason=reason))
+        return [self._result(work, result, key), review]
+
+    def _result(self, work: Work, result: ClassificationResult, key: bytes | None) -> Delivery:
+        counter = self._classified.get((result.folder, result.priority))
+        if counter is None:  # labels() is slow enough to matter once per message: keep the children
+            counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
+            self._classified[(result.folder, result.priority)] = counter
+        timestamp = work.record.timestamp
+        return Delivery(work, self.settings.output_topic, key, result.to_json_bytes(), [], counter,
+                        timestamp if timestamp >= 0 else None)
+
+    def dead_letter(self, work: Work, reason: str, message: str) -> Delivery:
+        record = work.record
+        log.warning("dead_letter", reason=reason, message=message, topic=record.topic,
+                    partition=record.partition, offset=record.offset)
+        headers = dead_letter_headers(record.headers, reason=reason, message=message, topic=record.topic,
+                                      partition=record.partition, offset=record.offset)
+        return Delivery(work, self.settings.dlq_topic, record.key, record.value, headers,
+                        self.metrics.dead_letters.labels(reason=reason), kind=DEAD_LETTER)
+
+    # --- hand-over ---------------------------------------------------------------------------------------
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        """Queue messages for the one publisher task (started when none is running)."""
+        self._queued.extend(deliveries)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish())
+            self._track(self._publisher)
+
+    @property
+    def busy(self) -> bool:
+        """Something is queued, being handed over, retried, or waiting for its acknowledgement."""
+        return bool(self._queued or self._tasks or self._unconfirmed)
+
+    async def settle(self) -> None:
+        """Wait until everything submitted is acknowledged (or its partition is gone)."""
+        while self._tasks or self._unconfirmed:  # a failed acknowledgement starts a retry task
+            await asyncio.wait({*self._tasks, *self._unconfirmed})
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running hand-over and retry tasks (for cancelling at the shutdown deadline)."""
+        return list(self._tasks)
+
+    async def _publish(self) -> None:
+        """Hand over everything queued, in order; what arrives meanwhile goes in the next, larger hand-over."""
+        while self._queued:
+            deliveries, self._queued = self._queued, []
+            await self._send_all(deliveries)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A task ended: anything but a normal end or a cancel is a bug, and fails the worker (never a stranded
+        hand-over that only logs "Task exception was never retrieved")."""
+        self._tasks.discard(task)
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("outbox_task_failed", task=task.get_name(), error=repr(error), exc_info=error)
+        failure = self.failure()
+        if not failure.done():
+            failure.set_exception(error)
+
+    async def _send_all(self, deliveries: list[Delivery]) -> None:
+        """Hand messages to the producer as record batches per topic and partition, in order within each.
+
+        A batch settles when its acknowledgement arrives: every message in it is done, or each is retried.
+        One callback per record batch: per message, a task or a callback costs more than building the record.
+        """
+        by_topic: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_topic.setdefault(delivery.topic, []).append(delivery)
+        for topic, group in by_topic.items():
+            try:
+                sent = await self.kafka.send_batches(topic, [(d.key, d.value, d.headers) for d in group])
+            except PublishFailed as exc:
+                for delivery in group:
+                    self._redeliver_later(delivery, exc)
+                continue
+            now = time.monotonic()
+            for future, members in sent:
+                self._unconfirmed[future] = (topic, now)
+                future.add_done_callback(partial(self._confirmed, topic, [group[i] for i in members]))
+
+    def _confirmed(self, topic: str, deliveries: list[Delivery], future: asyncio.Future[Any]) -> None:
+        self._unconfirmed.pop(future, None)
+        error = delivery_error(topic, future)
+        if error is not None:
+            for delivery in deliveries:
+                self._redeliver_later(delivery, error)
+            return
+        self._acknowledged(deliveries)
+
+    # --- redelivery and acknowledgements -----------------------------------------------------------------
+
+    def _redeliver_later(self, delivery: Delivery, error: PublishFailed) -> None:
+        if not delivery.work.state.closed:
+            self._track(asyncio.create_task(self._redeliver(delivery, error)))
+
+    async def _redeliver(self, delivery: Delivery, error: PublishFailed) -> None:
+        """Follow the publish-error policy until the broker has a message for this input, or halt."""
+        key = id(asyncio.current_task())
+        self._retrying[key] = (delivery.topic, time.monotonic())
+        try:
+            attempt = 0
+            while not delivery.work.state.closed:
+                decision = decide(delivery, error, self.dead_letter)
+                if isinstance(decision, Halt):
+                    self._on_halt(delivery.work, decision.reason)
+                    return
+                if isinstance(decision, Replace):
+                    log.warning("publish_refused", topic=delivery.topic, error=str(error),
+                                instead=decision.delivery.kind, to=decision.delivery.topic)
+                    delivery = decision.delivery
+                else:
+                    attempt += 1
+                    await self._back_off(delivery.topic, error, attempt)
+                try:
+                    await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
+                                             headers=delivery.headers)
+                except PublishFailed as exc:
+                    error = exc
+                    continue
+                self._acknowledged([delivery])
+                return
+        finally:
+            self._retrying.pop(key, None)
+            self.show_stall()
+
+    async def _back_off(self, topic: str, error: PublishFailed, attempt: int) -> None:
+        self.metrics.broker_errors.inc()
+        self.metrics.publish_retries.labels(topic=topic).inc()
+        self.show_stall()
+        delay = backoff_s(attempt - 1, self.settings.retry_backoff_max_s)
+        log.warning("publish_failed", topic=topic, error=str(error), attempt=attempt, retry_in_s=delay)
+        await asyncio.sleep(delay)
+
+    def show_stall(self) -> None:
+        """Not ready while a topic's oldest redelivery, or oldest hand-over the producer still has not had
+        acknowledged (the idempotent producer retries inside aiokafka without telling), passes NOTIF_PUBLISH_STALL_S."""
+        now = time.monotonic()
+        oldest: dict[str, tuple[float, str]] = {}
+        waits = ((self._retrying.values(), "failed"), (self._unconfirmed.values(), "not been acknowledged"))
+        for waiting, what in waits:
+            for topic, since in waiting:
+                if topic not in oldest or since < oldest[topic][0]:
+                    oldest[topic] = (since, what)
+        for topic in {self.settings.output_topic, self.settings.dlq_topic} | set(oldest):
+            since, what = oldest.get(topic, (now, ""))
+            if now - since > self.settings.publish_stall_s:
+                self.health.set_problem(f"publish:{topic}", f"publishing to {topic} has {what} for {now - since:.0f}s")
+            else:
+                self.health.clear_problem(f"publish:{topic}")
+
+    def _acknowledged(self, deliveries: list[Delivery]) -> None:
+        """The broker has these: mark their offsets done, count them, and wake whoever waits for room."""
+        counts: dict[Any, int] = {}
+        now = time.time()
+        latency = self.metrics.end_to_end_latency
+        for delivery in deliveries:
+            work = delivery.work
+            work.pending -= 1
+            if work.pending == 0:  # a result sent for review too is done when both are acknowledged
+                work.state.ack(work.record.offset)
+            counts[delivery.counter] = counts.get(delivery.counter, 0) + 1
+            if delivery.input_ms is not None:
+                latency.observe(max(0.0, now - delivery.input_ms / 1000))
+        for counter, count in counts.items():
+            counter.inc(count)
+        self.acked.set()
+        self._on_acked()

@@ -1,0 +1,101 @@
+"""The Kafka edge's errors: aiokafka's errors translated to ours, and how long to wait before a retry.
+
+Nothing past worker/stream/kafka/ imports aiokafka's error types; the pipeline sees only the exceptions below.
+
+Exceptions:
+    BrokerError              base class
+    ├── BrokerUnavailable    the cluster cannot be reached or did not answer in time (retried)
+    ├── CommitRejected       the group moved on: the partitions may belong to another member now
+    ├── PublishFailed        a result or dead letter was not acknowledged (retried)
+    ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/kafka/undecodable.py)
+    └── KafkaConfigError     the settings cannot describe a working client
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from typing import Any
+
+from aiokafka import errors as Errors
+from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
+
+
+class BrokerError(Exception):
+    """Base class of the Kafka edge's errors."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The cluster could not be reached or did not answer in time."""
+
+
+class CommitRejected(BrokerError):
+    """An offset commit the group refused: it has rebalanced, or the partition is not ours any more."""
+
+
+class PublishFailed(BrokerError):
+    """A message was not acknowledged by the broker.
+
+    ``refused`` names why the broker or producer refuses this message for good (``too_large``,
+    ``invalid_topic``, ``not_authorized``, ``invalid_record``); None means transient: retry it.
+    """
+
+    def __init__(self, message: str, *, refused: str | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+    @property
+    def retriable(self) -> bool:
+        return self.refused is None
+
+
+# Errors that no retry can cure, by the reason a dead letter records. Everything else (timeouts,
+# connections, leader changes, unknown topics that may yet be created) is retried.
+_REFUSALS: dict[type[KafkaError], str] = {
+    Errors.MessageSizeTooLargeError: "too_large",
+    Errors.RecordListTooLargeError: "too_large",
+    Errors.InvalidTopicError: "invalid_topic",
+    Errors.TopicAuthorizationFailedError: "not_authorized",
+    Errors.ClusterAuthorizationFailedError: "not_authorized",
+    Errors.CorruptRecordException: "invalid_record",
+    Errors.PolicyViolationError: "invalid_record",
+}
+
+
+def publish_failed(topic: str, exc: BaseException) -> PublishFailed:
+    """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
+    refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
+    return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused)
+
+
+class UndecodableFetch(BrokerError):
+    """A fetched record the client cannot decode: a header key that is not UTF-8, a CRC mismatch, a broken batch.
+
+    aiokafka raises these while it iterates a fetch, after it has taken records of other partitions
+    (and of this one, before the bad record) that it then never returns: the caller must rewind.
+    """
+
+
+# What aiokafka's record reader raises for a record it cannot decode: a header key that is not UTF-8, a
+# CRC mismatch or malformed batch, a codec it lacks, a batch that says gzip but is not.
+UNDECODABLE_ERRORS = (UnicodeDecodeError, CorruptRecordException, UnsupportedCodecError, gzip.BadGzipFile, zlib.error,
+                EOFError)
+
+
+class KafkaConfigError(BrokerError):
+    """Settings that cannot describe a working client."""
+
+
+def backoff_s(attempt: int, max_s: float, base_s: float = 0.5) -> float:
+    """Exponential backoff: base, 2x base, 4x base, ... capped at max_s."""
+    return float(min(max_s, base_s * 2 ** min(attempt, 30)))
+
+
+def delivery_error(topic: str, delivery: asyncio.Future[Any]) -> PublishFailed | None:
+    """Why a finished delivery future failed, as PublishFailed; None when the broker acknowledged it."""
+    if delivery.cancelled():
+        return PublishFailed(f"publish to {topic} was cancelled")
+    exc = delivery.exception()
+    return None if exc is None else publish_failed(topic, exc)
+

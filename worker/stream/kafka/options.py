@@ -1,0 +1,80 @@
+"""The consumer's and producer's options, built from Settings: connection, security, membership timing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+
+from worker.settings import Settings
+from worker.stream.kafka.errors import KafkaConfigError
+
+# Room above the largest record the consumer fetches (1 MiB by default), so a dead letter that carries
+# an oversized input unchanged is never too large for our own producer.
+PRODUCER_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+REBALANCE_MARGIN_MS = 10_000
+PRODUCER_LINGER_MS = 5
+# Record batches the worker builds (KafkaClients.send_batches) hold up to this many bytes per partition.
+# aiokafka's 16 KiB default fits ~60 results; the broker's default limit on a batch is 1 MB.
+PRODUCER_BATCH_BYTES = 512 * 1024
+# How long the broker may hold a fetch when no data is there. Kafka and Redpanda answer as soon as a record
+# arrives; Tansu holds it for the whole wait, which then sets the end-to-end latency (500 ms by default).
+FETCH_MAX_WAIT_MS = 100
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by consumer and producer: brokers, client id, TLS and SASL."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": [server.strip() for server in settings.kafka_bootstrap_servers.split(",")],
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+    if settings.security_protocol.startswith("SASL"):
+        if settings.sasl_mechanism is None:
+            raise KafkaConfigError(f"{settings.security_protocol} needs NOTIF_SASL_MECHANISM")
+        if settings.sasl_mechanism == "OAUTHBEARER":
+            raise KafkaConfigError("SASL OAUTHBEARER needs a token provider; the worker does not configure one")
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        password = settings.sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password is not None else None
+    return options
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """The consumer: our own commits, earliest offset for a new group, membership timing from Settings.
+
+    A rebalance waits for every member's revocation callback: ours drains the revoked partitions (up to
+    NOTIF_SHUTDOWN_TIMEOUT_S) and then commits them (up to NOTIF_COMMIT_TIMEOUT_S), so the rebalance timeout
+    leaves room above both. The worker polls even while every partition is paused (worker/stream/flow/intake.py),
+    so max.poll.interval counts the time between polls, never the model's time.
+    """
+    drain_and_commit_ms = int((settings.shutdown_timeout_s + settings.commit_timeout_s) * 1000)
+    return {
+        **client_options(settings),
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "rebalance_timeout_ms": drain_and_commit_ms + REBALANCE_MARGIN_MS,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+    }
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """The producer: every in-sync replica acknowledges; idempotent unless the broker cannot do it."""
+    return {
+        **client_options(settings),
+        "acks": "all",
+        "enable_idempotence": settings.producer_idempotence,
+        "linger_ms": PRODUCER_LINGER_MS,
+        "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
+        "max_batch_size": PRODUCER_BATCH_BYTES,
+        "request_timeout_ms": settings.publish_timeout_ms,
+    }
+

@@ -1,0 +1,92 @@
+"""The shadow: a candidate adapter scores the batches the serving one just answered; results to the shadow topic.
+
+Best effort by design. The shadow call is queued on the inference thread after the serving batch's
+results went to the outbox, so it never delays them or their commits; its results are published
+without retries and never touch an offset. Every answer is compared with the serving one
+(notif_shadow_agreement_total{decision,agree}); a failure to score or publish is counted
+(notif_shadow_failures_total{stage}) and logged, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Any
+
+import structlog
+
+from worker.contract import ClassificationResult
+from worker.observe.metrics import Metrics
+from worker.protocol import ShadowClassifier
+from worker.stream.flow.inference import InferenceThread, describe
+from worker.stream.flow.records import result_key
+from worker.stream.flow.work import Work
+from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.errors import delivery_error
+
+log = structlog.get_logger("worker.shadow")
+
+
+class Shadow:
+    """Scores served batches with the shadow adapter and publishes its answers, without blocking anything."""
+
+    def __init__(self, topic: str, thread: InferenceThread, classifier: ShadowClassifier, kafka: KafkaClients,
+                 metrics: Metrics) -> None:
+        self.topic = topic
+        self.thread = thread
+        self.classifier = classifier
+        self.kafka = kafka
+        self.metrics = metrics
+        self._tasks: set[asyncio.Task[None]] = set()
+        agreement = metrics.shadow_agreement
+        self._agree = {(decision, agree): agreement.labels(decision=decision, agree=str(agree).lower())
+                       for decision in ("folder", "priority") for agree in (True, False)}
+
+    def after(self, served: list[tuple[Work, ClassificationResult]]) -> None:
+        """Queue the shadow scoring of a batch the serving adapter just answered (its results are in the outbox).
+
+        Submitted at once, so the inference thread runs it right after the serving batch, before the next one.
+        """
+        if not served:
+            return
+        notifications = [work.notification for work, _ in served if work.notification is not None]
+        scoring = self.thread.submit(lambda: self.classifier.classify_shadow(notifications))
+        task = asyncio.create_task(self._score(served, scoring))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks)
+
+    async def _score(self, served: list[tuple[Work, ClassificationResult]],
+                     scoring: asyncio.Future[list[ClassificationResult]]) -> None:
+        try:
+            results = await scoring
+            if len(results) != len(served):
+                raise RuntimeError(f"{len(results)} shadow results for {len(served)} notifications")
+        except Exception as exc:
+            self._failed("score", exc, len(served))
+            return
+        messages: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        for (work, serving), shadow in zip(served, results, strict=True):
+            assert work.notification is not None
+            self._agree["folder", shadow.folder == serving.folder].inc()
+            self._agree["priority", shadow.priority == serving.priority].inc()
+            messages.append((result_key(work.record.key, work.notification), shadow.to_json_bytes(), []))
+        try:
+            sent = await self.kafka.send_batches(self.topic, messages)
+        except Exception as exc:  # best effort by design: whatever stops the shadow must not reach the stream
+            self._failed("publish", exc, len(served))
+            return
+        for future, members in sent:
+            future.add_done_callback(partial(self._confirmed, len(members)))
+
+    def _confirmed(self, count: int, future: asyncio.Future[Any]) -> None:
+        error = delivery_error(self.topic, future)
+        if error is not None:
+            self._failed("publish", error, count)
+
+    def _failed(self, stage: str, error: BaseException, count: int) -> None:
+        self.metrics.shadow_failures.labels(stage=stage).inc()
+        log.warning("shadow_failed", stage=stage, error=describe(error), notifications=count,
+                    note="serving is unaffected")
