@@ -1,6 +1,8 @@
 """Settings: one typed object built once at start-up from NOTIF_* environment variables and CLI flags.
 
-Nothing reads the environment after start-up; the object is passed down explicitly.
+Nothing reads the environment after start-up; the object is passed down explicitly. The variables are
+declared in groups by concern (one class each, below); `Settings` is all of them at once, with the same flat
+`NOTIF_*` names, and `settings_groups()` gives the README's and `notif-worker config --table`'s sections.
 """
 
 from __future__ import annotations
@@ -10,13 +12,77 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+CONFIG = SettingsConfigDict(env_prefix="NOTIF_", extra="ignore", frozen=True)
 
-class Settings(BaseSettings):
-    """Every NOTIF_* variable. The README's configuration table is generated from these descriptions."""
 
-    model_config = SettingsConfigDict(env_prefix="NOTIF_", extra="ignore", frozen=True)
 
-    # --- model ----------------------------------------------------------------------------------------
+class KafkaSettings(BaseSettings):
+    """Kafka connection and membership: where the brokers are, how to authenticate, which topic and group to consume."""
+
+    model_config = CONFIG
+
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated broker addresses.")
+    input_topic: str = Field("notifications.raw", description="Topic of raw notifications.")
+    group_id: str = Field("notif-worker", description="Kafka consumer group; replicas share the partitions.")
+    client_id: str = Field("notif-worker", description="Kafka client id (shows in broker logs and quotas).")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret, never logged).")
+    ssl_cafile: str | None = Field(None, description="CA bundle for TLS.")
+    ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
+    session_timeout_ms: int = Field(
+        10000, ge=1000, description="Kafka session.timeout.ms: heartbeats missed this long cost membership."
+    )
+    heartbeat_interval_ms: int = Field(
+        3000, ge=100, description="Kafka heartbeat.interval.ms (below a third of the session timeout)."
+    )
+    max_poll_interval_ms: int = Field(
+        300000, ge=1000, description="Kafka max.poll.interval.ms; the worker polls even while paused or in a slow call."
+    )
+    retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between broker reconnects.")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("NOTIF_HEARTBEAT_INTERVAL_MS must be below NOTIF_SESSION_TIMEOUT_MS (a third is usual)")
+        return self
+
+
+class IntakeSettings(BaseSettings):
+    """Intake and batching: what a record may be, how many are in flight, and how they are batched for the model."""
+
+    model_config = CONFIG
+
+    max_message_bytes: int = Field(65536, ge=64, description="Larger messages are dead-lettered (`too_large`).")
+    max_key_bytes: int = Field(4096, ge=16, description="Larger record keys are dead-lettered (`too_large`).")
+    max_header_bytes: int = Field(
+        32768, ge=64, description="Records whose header names and values add up to more go to the DLQ (`too_large`)."
+    )
+    max_in_flight: int = Field(
+        512, ge=1, description="Most messages in flight (consumed, output not yet acknowledged); at it, intake pauses."
+    )
+    max_batch_size: int = Field(64, ge=1, description="Most notifications in one model call.")
+    max_wait_ms: int = Field(20, ge=0, description="How long a partial batch waits for more messages.")
+    max_batch_tokens: int = Field(
+        32768, ge=256, description="Token budget of one model call (padded length x rows)."
+    )
+    batches_in_flight: int = Field(
+        2, ge=1, le=8, description="Batches launched on the model and not yet read back: at 2, the next full "
+        "batch is prepared and queued while one computes (1: one batch at a time)."
+    )
+
+
+class ModelSettings(BaseSettings):
+    """Model: which model and adapter, how they are loaded, and how answers are scored."""
+
+    model_config = CONFIG
+
     model: str = Field("Qwen/Qwen3-0.6B", description="Base model: Hugging Face hub id or local directory.")
     adapter: str | None = Field(None, description="LoRA adapter: directory or hub id; empty for the bare model.")
     quantization: Literal["auto", "nf4", "none"] = Field(
@@ -35,20 +101,6 @@ class Settings(BaseSettings):
         384, ge=16, description="Token budget of the user message; longer bodies are truncated, never rejected."
     )
     max_new_tokens: int = Field(24, ge=8, description="Generation limit in `generate` mode.")
-    max_message_bytes: int = Field(65536, ge=64, description="Larger messages are dead-lettered (`too_large`).")
-
-    # --- batching -------------------------------------------------------------------------------------
-    max_batch_size: int = Field(64, ge=1, description="Most notifications in one model call.")
-    max_wait_ms: int = Field(20, ge=0, description="How long a partial batch waits for more messages.")
-    max_batch_tokens: int = Field(
-        32768, ge=256, description="Token budget of one model call (padded length x rows)."
-    )
-    batches_in_flight: int = Field(
-        2, ge=1, le=8, description="Batches launched on the model and not yet read back: at 2, the next full "
-        "batch is prepared and queued while one computes (1: one batch at a time)."
-    )
-
-    # --- scoring engine ---------------------------------------------------------------------------------
     engine: Literal["auto", "fast", "reference"] = Field(
         "auto", description="Constrained scoring by `fast` (dense weights: NF4 dequantized once, LoRA merged; one "
         "packed row per batch) or `reference` (the transformers model as loaded). auto = fast on CUDA, reference "
@@ -58,43 +110,43 @@ class Settings(BaseSettings):
         True, description="CUDA only: the fast engine replays captured CUDA graphs for passes up to 2048 tokens."
     )
 
-    # --- kafka ----------------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = Field("localhost:9092", description="Comma-separated broker addresses.")
-    input_topic: str = Field("notifications.raw", description="Topic of raw notifications.")
+
+class OutputSettings(BaseSettings):
+    """Output and commits: where results, dead letters and review records go; how publishes and commits retry."""
+
+    model_config = CONFIG
+
     output_topic: str = Field("notifications.classified", description="Topic of classification results.")
     dlq_topic: str = Field("notifications.dlq", description="Dead-letter topic (original bytes + reason headers).")
-    group_id: str = Field("notif-worker", description="Kafka consumer group; replicas share the partitions.")
-    client_id: str = Field("notif-worker", description="Kafka client id (shows in broker logs and quotas).")
+    review_topic: str | None = Field(
+        None, description="Topic for low-confidence results (the result plus its input); empty = off."
+    )
+    review_below: float = Field(
+        0.6, ge=0.0, le=1.0, description="A folder or priority confidence below this goes to review."
+    )
     producer_idempotence: bool = Field(
         True, description="Idempotent producer (set false for brokers without it, e.g. Tansu in tests)."
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol."
-    )
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
-        None, description="SASL mechanism when security_protocol is SASL_*."
-    )
-    sasl_username: str | None = Field(None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret, never logged).")
-    ssl_cafile: str | None = Field(None, description="CA bundle for TLS.")
-    ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
-    ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
-    max_in_flight: int = Field(
-        512, ge=1, description="Most messages in flight (consumed, output not yet acknowledged); at it, intake pauses."
-    )
-    commit_interval_ms: int = Field(1000, ge=0, description="How often acknowledged offsets are committed.")
-    retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between broker reconnects.")
-
-    # --- output, commits and the model's circuit breaker (docs/RELIABILITY.md) -----------------------
     publish_timeout_ms: int = Field(
         30000, ge=1000, description="How long the producer tries one hand-over before the worker retries it."
     )
     publish_stall_s: float = Field(
         60.0, gt=0, description="/readyz fails while a result or dead letter has been retried for this long."
     )
+    commit_interval_ms: int = Field(1000, ge=0, description="How often acknowledged offsets are committed.")
     commit_timeout_s: float = Field(10.0, gt=0, description="How long one offset commit may take.")
     commit_stall_s: float = Field(
         60.0, gt=0, description="/readyz fails (and notif_commit_failing is 1) once commits fail for this long."
+    )
+
+
+class LifecycleSettings(BaseSettings):
+    """Lifecycle: stopping, the model's circuit breaker, adapter hot swap and the shadow adapter."""
+
+    model_config = CONFIG
+
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="SIGTERM: finish, publish and commit within this, then exit."
     )
     breaker_failures: int = Field(
         3, ge=1, description="Consecutive batches the model fails entirely that open its circuit breaker."
@@ -103,11 +155,20 @@ class Settings(BaseSettings):
     breaker_unhealthy_s: float = Field(
         300.0, gt=0, description="/healthz fails once the breaker has been open this long (the pod restarts)."
     )
-
-    # --- lifecycle and observability ------------------------------------------------------------------
-    shutdown_timeout_s: float = Field(
-        30.0, gt=0, description="SIGTERM: finish, publish and commit within this, then exit."
+    adapter_poll_s: float = Field(
+        0.0, ge=0.0, description="How often to check where NOTIF_ADAPTER points and swap when it moved; 0 = off."
     )
+    shadow_adapter: str | None = Field(
+        None, description="A candidate adapter scored on the same batches (results to NOTIF_SHADOW_TOPIC only)."
+    )
+    shadow_topic: str | None = Field(None, description="Topic of the shadow adapter's results.")
+
+
+class ObserveSettings(BaseSettings):
+    """HTTP, metrics and logs: the metrics and health endpoints and the log format."""
+
+    model_config = CONFIG
+
     metrics_host: str = Field("0.0.0.0", description="Address of the metrics/health HTTP server.")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz.")
     liveness_timeout_s: float = Field(
@@ -118,41 +179,22 @@ class Settings(BaseSettings):
         "auto", description="`auto`: console on a terminal, JSON otherwise."
     )
 
-    # --- intake and membership (issue 11: poison records, limits, staying in the group) ----------------
-    max_key_bytes: int = Field(4096, ge=16, description="Larger record keys are dead-lettered (`too_large`).")
-    max_header_bytes: int = Field(
-        32768, ge=64, description="Records whose header names and values add up to more go to the DLQ (`too_large`)."
-    )
-    max_poll_interval_ms: int = Field(
-        300000, ge=1000, description="Kafka max.poll.interval.ms; the worker polls even while paused or in a slow call."
-    )
-    session_timeout_ms: int = Field(
-        10000, ge=1000, description="Kafka session.timeout.ms: heartbeats missed this long cost membership."
-    )
-    heartbeat_interval_ms: int = Field(
-        3000, ge=100, description="Kafka heartbeat.interval.ms (below a third of the session timeout)."
-    )
 
-    @model_validator(mode="after")
-    def _heartbeat_within_session(self) -> Settings:
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ValueError("NOTIF_HEARTBEAT_INTERVAL_MS must be below NOTIF_SESSION_TIMEOUT_MS (a third is usual)")
-        return self
+# The sections, in the order the README and `config --table` show them.
+GROUPS: tuple[tuple[str, type[BaseSettings]], ...] = (
+    ("Model", ModelSettings),
+    ("Kafka connection and membership", KafkaSettings),
+    ("Intake and batching", IntakeSettings),
+    ("Output and commits", OutputSettings),
+    ("Lifecycle", LifecycleSettings),
+    ("HTTP, metrics and logs", ObserveSettings),
+)
 
-    # --- model lifecycle: review routing, hot adapter swap, shadow adapter -----------------------------
-    review_topic: str | None = Field(
-        None, description="Topic for low-confidence results (the result plus its input); empty = off."
-    )
-    review_below: float = Field(
-        0.6, ge=0.0, le=1.0, description="A folder or priority confidence below this goes to review."
-    )
-    adapter_poll_s: float = Field(
-        0.0, ge=0.0, description="How often to check where NOTIF_ADAPTER points and swap when it moved; 0 = off."
-    )
-    shadow_adapter: str | None = Field(
-        None, description="A candidate adapter scored on the same batches (results to NOTIF_SHADOW_TOPIC only)."
-    )
-    shadow_topic: str | None = Field(None, description="Topic of the shadow adapter's results.")
+
+class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings, IntakeSettings, KafkaSettings):
+    """Every NOTIF_* variable. The README's configuration tables are generated from these descriptions."""
+
+    model_config = CONFIG
 
     @model_validator(mode="after")
     def _shadow_needs_its_topic(self) -> Settings:
@@ -176,10 +218,18 @@ class Settings(BaseSettings):
         return self.model_validate({**self.model_dump(), **given}) if given else self
 
 
+def settings_groups() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Each section's title and its (variable, default, meaning) rows, for the README and `notif-worker config`."""
+    sections = []
+    for title, group in GROUPS:
+        rows = []
+        for name, field in group.model_fields.items():
+            default = "" if field.default is None else str(field.default)
+            rows.append((f"NOTIF_{name.upper()}", default, field.description or ""))
+        sections.append((title, rows))
+    return sections
+
+
 def settings_table() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting, for the README and `notif-worker config`."""
-    rows = []
-    for name, field in Settings.model_fields.items():
-        default = "" if field.default is None else str(field.default)
-        rows.append((f"NOTIF_{name.upper()}", default, field.description or ""))
-    return rows
+    """(variable, default, meaning) for every setting, section by section."""
+    return [row for _, rows in settings_groups() for row in rows]

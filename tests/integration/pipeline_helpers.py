@@ -19,7 +19,7 @@ from worker.observe.health import HealthServer, HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
 from worker.settings import Settings
-from worker.stream.flow.inference import InferenceThread
+from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.pipeline import Pipeline
 

@@ -57,6 +57,56 @@ def test_the_stream_never_imports_the_ml_libraries_or_the_model() -> None:
             assert not [i for i in found if in_package(i, "worker.model")], f"{name} imports worker.model"
 
 
+STREAM_ROOMS = {"kafka", "flow", "lifecycle"}
+# Which rooms of the stream each room may import: the edge knows no flow, the flow no lifecycle.
+ROOM_MAY_IMPORT = {"kafka": set(), "flow": {"kafka"}, "lifecycle": {"kafka", "flow"}}
+MAX_STREAM_MODULE_LINES = 300
+
+
+def room(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[2] if len(parts) > 3 and parts[:2] == ["worker", "stream"] else None
+
+
+def test_the_stream_is_three_rooms_and_the_supervisor() -> None:
+    stream = ROOT / "worker" / "stream"
+    assert {p.name for p in stream.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == STREAM_ROOMS
+    assert {p.name for p in stream.glob("*.py")} == {"__init__.py", "pipeline.py", "watcher.py"}
+
+
+def test_each_room_of_the_stream_imports_only_the_rooms_below_it() -> None:
+    known = modules()
+    for name, path in known.items():
+        here = room(name)
+        if here is None:
+            continue
+        for target in internal_imports(path, known):
+            if in_package(target, "worker.stream"):
+                there = room(target)
+                assert there is not None, f"{name} imports the supervisor's {target}"
+                assert there == here or there in ROOM_MAY_IMPORT[here], f"{name} ({here}) imports {target} ({there})"
+
+
+def test_only_the_kafka_edge_talks_to_the_client() -> None:
+    """Outside stream/kafka/, the stream may name aiokafka's record types (aiokafka.structs), nothing else."""
+    for name, path in modules().items():
+        if in_package(name, "worker.stream") and room(name) != "kafka":
+            found = {i for i in imports(path) if top(i) == "aiokafka"}
+            assert all(in_package(i, "aiokafka.structs") for i in found), f"{name} imports {found}"
+
+
+def test_stream_modules_stay_small() -> None:
+    for name, path in modules().items():
+        if in_package(name, "worker.stream"):
+            assert path.read_text().count("\n") <= MAX_STREAM_MODULE_LINES, name
+
+
+def test_the_worker_never_imports_the_trainer() -> None:
+    for name, path in modules().items():
+        if in_package(name, "worker"):
+            assert not [i for i in imports(path) if top(i) == "trainer"], f"{name} imports the trainer"
+
+
 def test_the_model_never_imports_kafka() -> None:
     for name, path in modules().items():
         if in_package(name, "worker.model"):

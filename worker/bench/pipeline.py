@@ -40,7 +40,7 @@ from worker.observe.health import HealthState
 from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
-from worker.stream.flow.inference import InferenceThread
+from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.kafka.options import PRODUCER_LINGER_MS
 from worker.stream.pipeline import Pipeline

@@ -27,7 +27,7 @@ from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier, SwappableClassifier
 from worker.settings import Settings
-from worker.stream.flow.inference import InferenceThread
+from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.kafka.errors import KafkaConfigError
 from worker.stream.pipeline import Pipeline

@@ -25,8 +25,9 @@ from worker.settings import Settings
 from worker.stream.flow.batch_queue import BatchQueue
 from worker.stream.flow.breaker import CircuitBreaker
 from worker.stream.flow.committer import Committer
-from worker.stream.flow.inference import InferenceLoop, InferenceThread
+from worker.stream.flow.inference import InferenceLoop
 from worker.stream.flow.intake import Intake
+from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.flow.offsets import OffsetTracker
 from worker.stream.flow.outbox import Outbox
 from worker.stream.flow.work import Work

@@ -1,29 +1,21 @@
-"""Inference: the one thread that owns the model, the loop that feeds it batches, and the failure policy of a call.
+"""Inference: the loop that feeds batches to the model thread, keeps batches in flight, and decides what fails.
 
-Every model call (and the model load) runs on one dedicated thread, so the event loop keeps
-heartbeating, fetching the next batch and publishing the last while the model works, and a GPU is
-only ever driven from one thread. A batch whose call raises (e.g. CUDA out of memory) is halved and
-retried; a single notification that still fails becomes an InferenceFailure for the dead-letter topic,
-but only while its neighbours (or, in a batch that failed entirely, a probe notification) succeed: a model
-that fails everything trips the circuit breaker (worker/stream/flow/breaker.py) and its batch is held and
-retried instead. InferenceLoop takes batches from the queue, classifies them there and hands the outcomes
-to the outbox.
-
-Exceptions:
-    ResultCountMismatch    the classifier returned a different number of results than it was given
+The calls themselves run on the one model thread (worker/stream/flow/model_calls.py), so the event loop
+keeps heartbeating, fetching and publishing while the model works. A notification that still fails alone
+becomes an InferenceFailure for the dead-letter topic, but only while its neighbours (or, in a batch that
+failed entirely, a probe notification) succeed: a model that fails everything trips the circuit breaker
+(worker/stream/flow/breaker.py) and its batch is held and retried instead. InferenceLoop takes batches from
+the queue, classifies them there and hands the outcomes to the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -33,123 +25,24 @@ from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier, launcher
 from worker.stream.flow.batch_queue import BatchQueue
 from worker.stream.flow.breaker import CircuitBreaker
+from worker.stream.flow.model_calls import (
+    InferenceFailure,
+    InferenceThread,
+    Outcome,
+    T,
+    checked,
+    classify_checked,
+    classify_with_split,
+    report_model_failure,
+)
 from worker.stream.flow.outbox import Outbox
 from worker.stream.flow.records import INFERENCE_ERROR
 from worker.stream.flow.work import Work
 
-T = TypeVar("T")
-MAX_ERROR_CHARS = 500
 # Classified alone when a whole batch failed: if it succeeds the model works and the failures are the items'.
 PROBE = Notification(id="notif-breaker-probe", title="Circuit breaker probe", body="Is the model answering?")
 
 log = structlog.get_logger("worker.inference")
-
-
-class ResultCountMismatch(RuntimeError):
-    """The classifier broke its protocol: one result per notification, in order."""
-
-
-@dataclass(frozen=True)
-class InferenceFailure:
-    """A notification the model failed on even alone; ``message`` says what it raised."""
-
-    message: str
-
-
-Outcome = ClassificationResult | InferenceFailure
-_Job = tuple[Callable[[], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
-
-
-class InferenceThread:
-    """A daemon thread running submitted calls one at a time, in order.
-
-    A daemon, so a shutdown deadline can end the process while a model call is still running.
-    """
-
-    def __init__(self, name: str = "notif-inference") -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        """Run ``call`` on the thread; the future resolves on the caller's event loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((call, future, loop))
-        return future
-
-    def stop(self) -> None:
-        """Let the thread end after the call it is running (if any)."""
-        self._jobs.put(None)
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            call, future, loop = job
-            try:
-                result = call()
-            except Exception as exc:
-                _resolve(loop, future, None, exc)
-            else:
-                _resolve(loop, future, result, None)
-
-
-def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
-             error: Exception | None) -> None:
-    def settle() -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    with suppress(RuntimeError):  # the loop is closed: nobody waits for this answer any more
-        loop.call_soon_threadsafe(settle)
-
-
-def _classify_checked(classifier: NotificationClassifier, notifications: list[Notification]
-                      ) -> list[ClassificationResult]:
-    return _checked(classifier.classify(notifications), len(notifications))
-
-
-def _checked(results: list[ClassificationResult], count: int) -> list[ClassificationResult]:
-    if len(results) != count:
-        raise ResultCountMismatch(f"{len(results)} results for {count} notifications")
-    return results
-
-
-def describe(error: BaseException) -> str:
-    """A one-line description of a model error for a dead-letter header."""
-    return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
-
-
-async def classify_with_split(
-    thread: InferenceThread, classifier: NotificationClassifier, notifications: Sequence[Notification],
-    on_error: Callable[[int, BaseException], None], first: Awaitable[list[ClassificationResult]] | None = None,
-) -> list[Outcome]:
-    """One outcome per notification, in order; ``on_error(batch_size, error)`` hears of every failed call.
-
-    ``first``: the whole batch's results from a call already launched (the pipelined attempt), else one is made.
-    """
-    batch = list(notifications)
-    if not batch:
-        return []
-    try:
-        return list(await (first if first is not None else thread.submit(lambda: _classify_checked(classifier, batch))))
-    except Exception as exc:
-        on_error(len(batch), exc)
-        if len(batch) == 1:
-            return [InferenceFailure(describe(exc))]
-    middle = len(batch) // 2
-    first_half = await classify_with_split(thread, classifier, batch[:middle], on_error)
-    return first_half + await classify_with_split(thread, classifier, batch[middle:], on_error)
-
-
-def report_model_failure(metrics: Metrics, size: int, error: BaseException, action: str | None = None) -> None:
-    """Count and log one failed model call (a batch of ``size``, or the tokenizer on one notification)."""
-    metrics.inference_errors.inc()
-    log.warning("inference_failed", batch_size=size, error=describe(error),
-                action=action or ("split and retry" if size > 1 else "dead-letter unless all fail"))
 
 
 @dataclass
@@ -255,7 +148,7 @@ class InferenceLoop:
             results: asyncio.Future[list[ClassificationResult]] = asyncio.get_running_loop().create_future()
             results.set_exception(exc)
         else:
-            results = reader.submit(lambda: _checked(collect(), len(notifications)))
+            results = reader.submit(lambda: checked(collect(), len(notifications)))
         results.add_done_callback(lambda _: self._read_back(call, launched))  # its model call ends there
         return Flight(batch, results)
 
@@ -318,7 +211,7 @@ class InferenceLoop:
     async def _probe_works(self) -> bool:
         """Whether the model classifies a notification known to be fine (the failed ones' missing neighbour)."""
         try:
-            await self.thread.submit(lambda: _classify_checked(self.classifier, [PROBE]))
+            await self.thread.submit(lambda: classify_checked(self.classifier, [PROBE]))
         except Exception as exc:
             report_model_failure(self.metrics, 1, exc, action="hold the batch (the breaker's probe failed)")
             return False

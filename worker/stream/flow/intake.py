@@ -23,7 +23,7 @@ from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 from worker.stream.flow.batch_queue import BatchQueue
 from worker.stream.flow.breaker import CircuitBreaker
-from worker.stream.flow.inference import InferenceThread, describe, report_model_failure
+from worker.stream.flow.model_calls import InferenceThread, describe, report_model_failure
 from worker.stream.flow.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.flow.outbox import Outbox
 from worker.stream.flow.records import INFERENCE_ERROR, UNDECODABLE_RECORD, oversize

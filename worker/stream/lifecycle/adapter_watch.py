@@ -19,7 +19,7 @@ import structlog
 
 from worker.observe.metrics import Metrics
 from worker.protocol import SwappableClassifier
-from worker.stream.flow.inference import InferenceThread, describe
+from worker.stream.flow.model_calls import InferenceThread, describe
 
 log = structlog.get_logger("worker.adapter_watch")
 

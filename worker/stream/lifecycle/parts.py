@@ -11,7 +11,7 @@ import structlog
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier, ShadowClassifier, SwappableClassifier
 from worker.settings import Settings
-from worker.stream.flow.inference import InferenceThread
+from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.lifecycle.adapter_watch import AdapterWatcher
 from worker.stream.lifecycle.shadow import Shadow

@@ -18,7 +18,7 @@ import structlog
 from worker.contract import ClassificationResult
 from worker.observe.metrics import Metrics
 from worker.protocol import ShadowClassifier
-from worker.stream.flow.inference import InferenceThread, describe
+from worker.stream.flow.model_calls import InferenceThread, describe
 from worker.stream.flow.records import result_key
 from worker.stream.flow.work import Work
 from worker.stream.kafka.clients import KafkaClients

@@ -11,7 +11,7 @@ import pytest
 from tests.support import PoisonClassifier
 from worker.contract import ClassificationResult, Notification
 from worker.dev.instant import InstantClassifier
-from worker.stream.flow.inference import InferenceFailure, InferenceThread, ResultCountMismatch, classify_with_split
+from worker.stream.flow.model_calls import InferenceFailure, InferenceThread, ResultCountMismatch, classify_with_split
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from worker.observe.metrics import Metrics
-from worker.stream.flow.inference import InferenceThread
+from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.lifecycle.adapter_watch import AdapterWatcher
 
 
