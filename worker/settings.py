@@ -127,6 +127,19 @@ class OutputSettings(BaseSettings):
     producer_idempotence: bool = Field(
         True, description="Idempotent producer (set false for brokers without it, e.g. Tansu in tests)."
     )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="`at_least_once`: commit the acknowledged prefix (a crash may publish some "
+        "results twice). `exactly_once`: results, review records, dead letters and the input offsets in one "
+        "Kafka transaction per input partition (read the output with isolation.level=read_committed)."
+    )
+    transactional_id_prefix: str | None = Field(
+        None, description="exactly_once: transactional ids are `<prefix>-<input topic>-<partition>`; empty = the "
+        "group id. Unique per pipeline: two pipelines sharing a prefix on one topic would fence each other."
+    )
+    transaction_timeout_ms: int = Field(
+        60000, ge=1000, description="exactly_once: the broker aborts a transaction left open this long (a worker "
+        "that died mid-transaction; its successor aborts it at once when it takes the partition)."
+    )
     publish_timeout_ms: int = Field(
         30000, ge=1000, description="How long the producer tries one hand-over before the worker retries it."
     )
@@ -197,6 +210,13 @@ class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings
     model_config = CONFIG
 
     @model_validator(mode="after")
+    def _exactly_once_needs_idempotence(self) -> Settings:
+        if self.delivery == "exactly_once" and not self.producer_idempotence:
+            raise ValueError("NOTIF_DELIVERY=exactly_once needs NOTIF_PRODUCER_IDEMPOTENCE=true (transactions "
+                             "are idempotent producers)")
+        return self
+
+    @model_validator(mode="after")
     def _shadow_needs_its_topic(self) -> Settings:
         if bool(self.shadow_adapter) != bool(self.shadow_topic):
             raise ValueError("NOTIF_SHADOW_ADAPTER and NOTIF_SHADOW_TOPIC go together: set both or neither")
@@ -206,8 +226,8 @@ class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings
             raise ValueError("NOTIF_SHADOW_ADAPTER needs NOTIF_MERGE_ADAPTER=false (a merged base has one adapter)")
         return self
 
-    @field_validator("adapter", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "review_topic",
-                     "shadow_adapter", "shadow_topic", mode="before")
+    @field_validator("adapter", "transactional_id_prefix", "sasl_username", "ssl_cafile", "ssl_certfile",
+                     "ssl_keyfile", "review_topic", "shadow_adapter", "shadow_topic", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

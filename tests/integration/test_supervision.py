@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from aiokafka.structs import TopicPartition
 
 from tests.integration.kafka_helpers import Topics, committed, notification_messages, produce, read_all
 from tests.integration.pipeline_helpers import running_worker, settings_for
@@ -22,12 +23,12 @@ class BuggyKafka(KafkaClients):
         super().__init__(*args, **kwargs)
         self.handovers = 0
 
-    async def send_batches(self, topic: str,
-                           messages: Sequence[Message]) -> list[tuple[asyncio.Future[Any], list[int]]]:
+    async def send_batches(self, topic: str, messages: Sequence[Message],
+                           source: TopicPartition | None = None) -> list[tuple[asyncio.Future[Any], list[int]]]:
         self.handovers += 1
         if self.handovers == 2:
             raise ZeroDivisionError("a bug in the hand-over")
-        return await super().send_batches(topic, messages)
+        return await super().send_batches(topic, messages, source)
 
 
 async def test_a_failing_publish_task_fails_the_worker(broker: str,

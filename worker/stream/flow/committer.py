@@ -20,7 +20,7 @@ from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 from worker.stream.flow.batch_queue import BatchQueue
-from worker.stream.flow.offsets import OffsetTracker
+from worker.stream.flow.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.flow.outbox import Outbox
 from worker.stream.flow.work import Work
 from worker.stream.kafka.clients import KafkaClients
@@ -60,6 +60,8 @@ class Committer:
         async with self._lock:
             if self.kafka.membership_lost():
                 return False  # the partitions may be someone else's already
+            if self.kafka.transactions is not None:
+                return await self._commit_transactions(partitions)
             owned = self.kafka.assignment()
             due = [(tp, state, position) for tp, position in self.tracker.commits_due(partitions).items()
                    if tp in owned and (state := self.tracker.get(tp)) is not None]
@@ -71,16 +73,66 @@ class Committer:
             except (CommitRejected, BrokerUnavailable) as exc:
                 self._failed(exc, len(due))
                 return False
-            if self._failing_since is not None:
-                log.info("commits_recovered", failing_for_s=round(time.monotonic() - self._failing_since, 1))
-                self._failing_since = None
-                self.health.clear_problem("commit")
-                self.metrics.commit_failing.set(0)
+            self._recovered()
             for _, state, position in due:
                 state.mark_committed(position)
             self.metrics.commits.inc()
             log.debug("committed", offsets={f"{tp.topic}:{tp.partition}": pos for tp, _, pos in due})
             return True
+
+    async def _commit_transactions(self, partitions: set[TopicPartition] | None) -> bool:
+        """Exactly-once: commit each owned partition's transaction with the input position it covers."""
+        owned = self.kafka.assignment()
+        states = {tp: state for tp in (partitions if partitions is not None else self.tracker.partitions())
+                  if tp in owned and (state := self.tracker.get(tp)) is not None}
+        if not states:
+            return True
+        done = await asyncio.gather(*(self._commit_transaction(tp, state) for tp, state in states.items()))
+        if any(done):
+            self.metrics.commits.inc()
+        return all(done)
+
+    async def _commit_transaction(self, tp: TopicPartition, state: PartitionOffsets) -> bool:
+        """Close the transaction at the highest offset in it, wait until everything up to there is acknowledged,
+        commit it with the position after that, and open the next (worker/stream/flow/transaction_gate.py).
+
+        A transaction that fails to commit raises TransactionFailed: the worker stops, nothing of it is visible.
+        """
+        limit = self.outbox.close_transaction(state)
+        committed = False
+        try:
+            if limit is None:
+                return True  # nothing handed over since the last commit
+            if not await self._acknowledged_through(state, limit, self.settings.commit_timeout_s):
+                self._failed(TimeoutError(f"{tp.topic}:{tp.partition} not acknowledged through offset {limit}"), 1)
+                return False
+            position = limit + 1
+            await self.kafka.commit_transaction(tp, position, timeout_s=self.settings.commit_timeout_s)
+            state.mark_committed(position)
+            committed = True
+            self._recovered()
+            log.debug("transaction_committed", partition=f"{tp.topic}:{tp.partition}", position=position)
+            return True
+        finally:
+            self.outbox.reopen_transaction(state, committed=committed)
+
+    async def _acknowledged_through(self, state: PartitionOffsets, offset: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while (state.position() or 0) <= offset:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or state.closed:
+                return False
+            self.outbox.acked.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.acked.wait(), remaining)
+        return True
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.info("commits_recovered", failing_for_s=round(time.monotonic() - self._failing_since, 1))
+            self._failing_since = None
+            self.health.clear_problem("commit")
+            self.metrics.commit_failing.set(0)
 
     def _failed(self, error: BaseException, partitions: int) -> None:
         self.metrics.commit_failures.inc()

@@ -15,17 +15,20 @@ from functools import partial
 from typing import Any
 
 import structlog
+from aiokafka.structs import TopicPartition
 
 from worker.contract import ClassificationResult
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
+from worker.stream.flow.offsets import PartitionOffsets
 from worker.stream.flow.publish_policy import DEAD_LETTER, Halt, Replace, decide
 from worker.stream.flow.records import dead_letter_headers, result_key
 from worker.stream.flow.review import review_reason, review_value
+from worker.stream.flow.transaction_gate import TransactionGate
 from worker.stream.flow.work import Delivery, Work
 from worker.stream.kafka.clients import KafkaClients
-from worker.stream.kafka.errors import PublishFailed, backoff_s, delivery_error
+from worker.stream.kafka.errors import PublishFailed, TransactionFailed, backoff_s, delivery_error
 
 OnHalt = Callable[[Work, str], None]
 
@@ -54,6 +57,9 @@ class Outbox:
         self._unconfirmed: dict[asyncio.Future[Any], tuple[str, float]] = {}
         self._classified: dict[tuple[str, int], Any] = {}
         self._failure: asyncio.Future[None] | None = None
+        # exactly-once: each input partition's gate into its open transaction (worker/stream/flow/transaction_gate.py)
+        self._gates: dict[PartitionOffsets, TransactionGate[Delivery]] | None = (
+            {} if settings.delivery == "exactly_once" else None)
 
     def failure(self) -> asyncio.Future[None]:
         """Fails with the first unexpected exception of a hand-over or redelivery task (the supervisor waits on it)."""
@@ -123,7 +129,35 @@ class Outbox:
         """Hand over everything queued, in order; what arrives meanwhile goes in the next, larger hand-over."""
         while self._queued:
             deliveries, self._queued = self._queued, []
+            if self._gates is not None:
+                deliveries = [d for d in deliveries if self._gate(d.work.state).admit(d.work.record.offset, d)]
             await self._send_all(deliveries)
+
+    # --- exactly-once: one transaction per input partition ------------------------------------------------
+
+    def _gate(self, state: PartitionOffsets) -> TransactionGate[Delivery]:
+        assert self._gates is not None
+        gate = self._gates.get(state)
+        if gate is None:
+            gate = self._gates[state] = TransactionGate()
+        return gate
+
+    def close_transaction(self, state: PartitionOffsets) -> int | None:
+        """Close the partition's transaction at the highest input offset handed over; None: nothing in it."""
+        return self._gate(state).close()
+
+    def reopen_transaction(self, state: PartitionOffsets, *, committed: bool) -> None:
+        """Open the partition's transaction again (the next one when ``committed``): what waited is handed over."""
+        waiting = self._gate(state).reopen(committed)
+        if state.closed and self._gates is not None:
+            del self._gates[state]
+        elif waiting:
+            self._queued[:0] = waiting
+            self.submit([])
+
+    @staticmethod
+    def _source(delivery: Delivery) -> TopicPartition:
+        return TopicPartition(delivery.work.record.topic, delivery.work.record.partition)
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -146,12 +180,13 @@ class Outbox:
         A batch settles when its acknowledgement arrives: every message in it is done, or each is retried.
         One callback per record batch: per message, a task or a callback costs more than building the record.
         """
-        by_topic: dict[str, list[Delivery]] = {}
-        for delivery in deliveries:
-            by_topic.setdefault(delivery.topic, []).append(delivery)
-        for topic, group in by_topic.items():
+        by_topic: dict[tuple[str, TopicPartition | None], list[Delivery]] = {}
+        for delivery in deliveries:  # with exactly-once, by input partition too: each has its own transaction
+            source = self._source(delivery) if self._gates is not None else None
+            by_topic.setdefault((delivery.topic, source), []).append(delivery)
+        for (topic, source), group in by_topic.items():
             try:
-                sent = await self.kafka.send_batches(topic, [(d.key, d.value, d.headers) for d in group])
+                sent = await self.kafka.send_batches(topic, [(d.key, d.value, d.headers) for d in group], source)
             except PublishFailed as exc:
                 for delivery in group:
                     self._redeliver_later(delivery, exc)
@@ -164,11 +199,23 @@ class Outbox:
     def _confirmed(self, topic: str, deliveries: list[Delivery], future: asyncio.Future[Any]) -> None:
         self._unconfirmed.pop(future, None)
         error = delivery_error(topic, future)
+        if error is not None and self._gates is not None and not error.before_sending:
+            self._transaction_lost(topic, deliveries, error)
+            return
         if error is not None:
             for delivery in deliveries:
                 self._redeliver_later(delivery, error)
             return
         self._acknowledged(deliveries)
+
+    def _transaction_lost(self, topic: str, deliveries: list[Delivery], error: PublishFailed) -> None:
+        """A record batch the broker failed inside a transaction: the transaction can only abort. Fail loudly;
+        the partition's next owner reads again from the last committed position (nothing of this is visible)."""
+        if all(delivery.work.state.closed for delivery in deliveries):
+            return  # a partition already given up: its transaction is gone with it
+        failure = self.failure()
+        if not failure.done():
+            failure.set_exception(TransactionFailed(f"a write to {topic} failed inside a transaction: {error}"))
 
     # --- redelivery and acknowledgements -----------------------------------------------------------------
 
@@ -196,8 +243,11 @@ class Outbox:
                     await self._back_off(delivery.topic, error, attempt)
                 try:
                     await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
-                                             headers=delivery.headers)
+                                             headers=delivery.headers, source=self._source(delivery))
                 except PublishFailed as exc:
+                    if self._gates is not None and not exc.before_sending:
+                        self._transaction_lost(delivery.topic, [delivery], exc)
+                        return
                     error = exc
                     continue
                 self._acknowledged([delivery])

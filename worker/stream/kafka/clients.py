@@ -13,33 +13,41 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from worker.settings import Settings
+from worker.stream.kafka.batches import Headers, Message, Sent, send_batches
 from worker.stream.kafka.errors import (
     UNDECODABLE_ERRORS,
     BrokerUnavailable,
     CommitRejected,
+    TransactionFailed,
     UndecodableFetch,
     publish_failed,
 )
-from worker.stream.kafka.options import PRODUCER_MAX_REQUEST_BYTES, consumer_options, producer_options
-from worker.stream.kafka.partitioner import partitions_for_keys
+from worker.stream.kafka.options import consumer_options, producer_options
+from worker.stream.kafka.transactions import PartitionTransactions
 
-Headers = Sequence[tuple[str, bytes]]
-Message = tuple[bytes | None, bytes | None, Headers]  # key, value, headers
+__all__ = ["Headers", "KafkaClients", "Message"]
+
 OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
 OnAssigned = Callable[[set[TopicPartition]], None]
 
 
 class KafkaClients:
-    """One consumer (subscribed to the input topic) and one producer; start() may be retried."""
+    """One consumer (subscribed to the input topic) and one producer; start() may be retried.
+
+    With NOTIF_DELIVERY=exactly_once, also one transactional producer per owned input partition
+    (worker/stream/kafka/transactions.py), opened as partitions are assigned and closed as they are revoked;
+    the shared producer then carries only what stays outside the transactions (the shadow's results).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        exactly_once = settings.delivery == "exactly_once"
+        self.transactions: PartitionTransactions | None = PartitionTransactions(settings) if exactly_once else None
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -71,13 +79,16 @@ class KafkaClients:
         except asyncio.CancelledError:  # a shutdown while connecting: leave nothing half open
             await asyncio.shield(_quietly_stop(consumer, producer))
             raise
-        consumer.subscribe([self.settings.input_topic], listener=_Listener(on_revoked, on_assigned))
+        consumer.subscribe([self.settings.input_topic],
+                           listener=_Listener(on_revoked, on_assigned, self.transactions))
         self._consumer, self._producer = consumer, producer
 
     async def stop(self) -> None:
         """Leave the group and flush the producer (what is not flushed was never acknowledged)."""
         consumer, producer, self._consumer, self._producer = self._consumer, self._producer, None, None
         await _quietly_stop(consumer, producer)
+        if self.transactions is not None:
+            await self.transactions.close_all()
 
     async def poll(self, *, timeout_ms: int,
                    max_records: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
@@ -154,69 +165,44 @@ class KafkaClients:
         except KafkaError as exc:
             raise BrokerUnavailable(f"commit failed: {exc!r}") from exc
 
-    async def send(self, topic: str, *, key: bytes | None, value: bytes | None,
-                   headers: Headers) -> asyncio.Future[Any]:
+    def _producer_for(self, source: TopicPartition | None) -> AIOKafkaProducer:
+        """The shared producer, or with exactly-once the transactional producer of the input partition ``source``."""
+        if self.transactions is not None and source is not None:
+            return self.transactions.producer(source)
+        return self.producer
+
+    async def send(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers,
+                   source: TopicPartition | None = None) -> asyncio.Future[Any]:
         """Hand one message to the producer; the future resolves when the broker acknowledges it.
 
+        ``source``: the input partition it answers for (with exactly-once, its transaction takes it).
         Raises PublishFailed when the producer refuses the message at once; ``delivery_error`` reads
         the finished future.
         """
         try:
-            return await self.producer.send(topic, value=value, key=key, headers=list(headers))
+            return await self._producer_for(source).send(topic, value=value, key=key, headers=list(headers))
         except KafkaError as exc:
-            raise publish_failed(topic, exc) from exc
+            raise publish_failed(topic, exc, before_sending=True) from exc
 
-    async def send_batches(self, topic: str, messages: Sequence[Message]
-                           ) -> list[tuple[asyncio.Future[Any], list[int]]]:
-        """Hand messages to the producer as whole record batches; in order within each partition.
+    async def send_batches(self, topic: str, messages: Sequence[Message],
+                           source: TopicPartition | None = None) -> Sent:
+        """Hand messages over as whole record batches (worker/stream/kafka/batches.py), in order per partition."""
+        return await send_batches(self._producer_for(source), topic, messages)
 
-        Each message goes to the partition the default partitioner (and so ``send``) would pick for
-        its key. Returns one (future, indices into ``messages``) pair per record batch; the future
-        resolves when the broker acknowledges that batch, or holds the error that stopped it.
-        Per message this skips what ``send`` costs: a coroutine, a size check and a future each.
-        Raises PublishFailed when the topic's partitions are unknown.
-        """
-        producer = self.producer
-        try:
-            partitions = sorted(await producer.partitions_for(topic))
-        except KafkaError as exc:
-            raise publish_failed(topic, exc) from exc
-        groups: dict[int, list[int]] = {}
-        for index, partition in enumerate(partitions_for_keys([key for key, _, _ in messages], partitions)):
-            groups.setdefault(partition, []).append(index)
-        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
-        for partition, indices in groups.items():
-            builder = producer.create_batch()
-            members: list[int] = []
-            for index in indices:
-                key, value, headers = messages[index]
-                if _too_large(key, value, headers):  # what ``send`` refuses, a batch must refuse too
-                    sent.append((_refused(topic, key, value, headers), [index]))
-                    continue
-                if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:  # full
-                    sent.append((await self._submit(builder, topic, partition), members))
-                    builder, members = producer.create_batch(), []
-                    builder.append(timestamp=None, key=key, value=value, headers=headers)  # a first always fits
-                members.append(index)
-            sent.append((await self._submit(builder, topic, partition), members))
-        return sent
-
-    async def _submit(self, builder: Any, topic: str, partition: int) -> asyncio.Future[Any]:
-        builder.close()  # complete: the sender takes it at once instead of lingering for more records
-        try:
-            future: asyncio.Future[Any] = await self.producer.send_batch(builder, topic, partition=partition)
-        except KafkaError as exc:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        return future
-
-    async def publish(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+    async def publish(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers,
+                      source: TopicPartition | None = None) -> None:
         """Send one message and wait for the broker's acknowledgement."""
-        delivery = await self.send(topic, key=key, value=value, headers=headers)
+        delivery = await self.send(topic, key=key, value=value, headers=headers, source=source)
         try:
             await delivery
         except KafkaError as exc:
             raise publish_failed(topic, exc) from exc
+
+    async def commit_transaction(self, tp: TopicPartition, position: int, *, timeout_s: float) -> None:
+        """Exactly-once: commit the partition's transaction with its input position (raises TransactionFailed)."""
+        if self.transactions is None:
+            raise TransactionFailed("exactly-once commit without transactions (NOTIF_DELIVERY=at_least_once)")
+        await self.transactions.commit(tp, position, timeout_s=timeout_s)
 
     async def probe(self, *, timeout_s: float) -> None:
         """Ask the cluster for its metadata; raises BrokerUnavailable when it does not answer."""
@@ -228,32 +214,25 @@ class KafkaClients:
             raise BrokerUnavailable(f"metadata request failed: {exc!r}") from exc
 
 
-def _too_large(key: bytes | None, value: bytes | None, headers: Headers) -> bool:
-    """Whether a message is over the producer's request limit (exact size only for the few near it)."""
-    rough = len(key or b"") + len(value or b"") + sum(len(name) + len(data) for name, data in headers)
-    if rough < PRODUCER_MAX_REQUEST_BYTES - 1024:
-        return False
-    return bool(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) > PRODUCER_MAX_REQUEST_BYTES)
-
-
-def _refused(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> asyncio.Future[Any]:
-    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(MessageSizeTooLargeError(
-        f"the message to {topic} is {size} bytes serialized; the producer's max_request_size is "
-        f"{PRODUCER_MAX_REQUEST_BYTES}"))
-    return future
-
-
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_revoked: OnRevoked, on_assigned: OnAssigned) -> None:
+    """The pipeline's rebalance callbacks, with the transactional producers opened and closed around them."""
+
+    def __init__(self, on_revoked: OnRevoked, on_assigned: OnAssigned,
+                 transactions: PartitionTransactions | None) -> None:
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
+        self._transactions = transactions
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._on_revoked(set(revoked))
+        try:
+            await self._on_revoked(set(revoked))  # finishes and commits the partitions' transactions
+        finally:
+            if self._transactions is not None:
+                await self._transactions.close(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self._transactions is not None:
+            await self._transactions.open(set(assigned))  # fences each partition's previous owner
         self._on_assigned(set(assigned))
 
 

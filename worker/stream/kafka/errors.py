@@ -8,6 +8,7 @@ Exceptions:
     ├── CommitRejected       the group moved on: the partitions may belong to another member now
     ├── PublishFailed        a result or dead letter was not acknowledged (retried)
     ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/kafka/undecodable.py)
+    ├── TransactionFailed    an exactly-once transaction could not be committed (fenced or aborted)
     └── KafkaConfigError     the settings cannot describe a working client
 """
 
@@ -19,7 +20,7 @@ import zlib
 from typing import Any
 
 from aiokafka import errors as Errors
-from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
+from aiokafka.errors import CorruptRecordException, KafkaError, MessageSizeTooLargeError, UnsupportedCodecError
 
 
 class BrokerError(Exception):
@@ -39,11 +40,13 @@ class PublishFailed(BrokerError):
 
     ``refused`` names why the broker or producer refuses this message for good (``too_large``,
     ``invalid_topic``, ``not_authorized``, ``invalid_record``); None means transient: retry it.
+    ``before_sending``: the producer refused it itself, so it never reached the broker (nor a transaction).
     """
 
-    def __init__(self, message: str, *, refused: str | None = None) -> None:
+    def __init__(self, message: str, *, refused: str | None = None, before_sending: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+        self.before_sending = before_sending
 
     @property
     def retriable(self) -> bool:
@@ -63,10 +66,15 @@ _REFUSALS: dict[type[KafkaError], str] = {
 }
 
 
-def publish_failed(topic: str, exc: BaseException) -> PublishFailed:
+class RefusedBeforeSending(MessageSizeTooLargeError):  # type: ignore[misc]
+    """A message over the producer's request limit, refused by the worker before it reached any producer."""
+
+
+def publish_failed(topic: str, exc: BaseException, *, before_sending: bool = False) -> PublishFailed:
     """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
     refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
-    return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused)
+    return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused,
+                         before_sending=before_sending or isinstance(exc, RefusedBeforeSending))
 
 
 class UndecodableFetch(BrokerError):
@@ -81,6 +89,14 @@ class UndecodableFetch(BrokerError):
 # CRC mismatch or malformed batch, a codec it lacks, a batch that says gzip but is not.
 UNDECODABLE_ERRORS = (UnicodeDecodeError, CorruptRecordException, UnsupportedCodecError, gzip.BadGzipFile, zlib.error,
                 EOFError)
+
+
+class TransactionFailed(BrokerError):
+    """A partition's transaction could not be committed: a newer owner fenced it, or the broker aborted it.
+
+    What it held never becomes visible; the worker stops (exit 1) and the partition's next owner reads
+    again from the last committed position.
+    """
 
 
 class KafkaConfigError(BrokerError):
