@@ -157,15 +157,17 @@ class TopicReader:
     Counting records by reading, not by end offsets: Tansu's ListOffsets answers are not exact.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, isolation_level: str = "read_uncommitted") -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.isolation_level = isolation_level  # read_committed: only what committed transactions wrote
         self.records: list[ConsumerRecord[bytes, bytes]] = []
         self._consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> TopicReader:
         partitions = await partitions_of(self.bootstrap, self.topic)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest")
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+                                          isolation_level=self.isolation_level)
         await self._consumer.start()
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
