@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from worker.stream.kafka.errors import RefusedBeforeSending, publish_failed
+from worker.stream.kafka.errors import MessageSizeTooLargeForProducer, publish_failed
 from worker.stream.kafka.options import PRODUCER_MAX_REQUEST_BYTES
 from worker.stream.kafka.partitioner import partitions_for_keys
 
@@ -76,7 +76,7 @@ def _too_large(key: bytes | None, value: bytes | None, headers: Headers) -> bool
 def _refused(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> asyncio.Future[Any]:
     size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(RefusedBeforeSending(
+    future.set_exception(MessageSizeTooLargeForProducer(
         f"the message to {topic} is {size} bytes serialized; the producer's max_request_size is "
         f"{PRODUCER_MAX_REQUEST_BYTES}"))
     return future

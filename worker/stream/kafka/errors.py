@@ -66,7 +66,7 @@ _REFUSALS: dict[type[KafkaError], str] = {
 }
 
 
-class RefusedBeforeSending(MessageSizeTooLargeError):  # type: ignore[misc]
+class MessageSizeTooLargeForProducer(MessageSizeTooLargeError):  # type: ignore[misc]
     """A message over the producer's request limit, refused by the worker before it reached any producer."""
 
 
@@ -74,7 +74,7 @@ def publish_failed(topic: str, exc: BaseException, *, before_sending: bool = Fal
     """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
     refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
     return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused,
-                         before_sending=before_sending or isinstance(exc, RefusedBeforeSending))
+                         before_sending=before_sending or isinstance(exc, MessageSizeTooLargeForProducer))
 
 
 class UndecodableFetch(BrokerError):
