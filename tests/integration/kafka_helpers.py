@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -26,21 +27,29 @@ from aiokafka.structs import ConsumerRecord
 from tests.support import subprocess_env
 from worker.dev.broker import free_port
 
+# Which broker the suite's ``broker`` fixture starts: Apache Kafka (the reference) or the embedded Tansu.
+TEST_BROKER = os.environ.get("NOTIF_TEST_BROKER", "kafka")
+if TEST_BROKER not in ("kafka", "tansu"):
+    raise ValueError(f"NOTIF_TEST_BROKER must be kafka or tansu, not {TEST_BROKER!r}")
+EXTERNAL_BOOTSTRAP = os.environ.get("NOTIF_TEST_BOOTSTRAP", "")
+
 
 @dataclass(frozen=True)
 class Topics:
-    """Names of one test's topics and consumer group."""
+    """Names of one test's topics and consumer group; ``idempotent``: the broker has the idempotent producer
+    (the worker's default stays on; Tansu lacks it)."""
 
     input: str
     output: str
     dlq: str
     group: str
+    idempotent: bool = False
 
     def env(self, bootstrap: str) -> dict[str, str]:
         return {
             "NOTIF_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "NOTIF_INPUT_TOPIC": self.input,
             "NOTIF_OUTPUT_TOPIC": self.output, "NOTIF_DLQ_TOPIC": self.dlq, "NOTIF_GROUP_ID": self.group,
-            "NOTIF_PRODUCER_IDEMPOTENCE": "false",
+            "NOTIF_PRODUCER_IDEMPOTENCE": str(self.idempotent).lower(),
         }
 
 

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import EXTERNAL_BOOTSTRAP
-from tests.integration.kafka_helpers import Topics, WorkerProcess, eventually, notification_messages, produce, read_all
+from tests.integration.kafka_helpers import (
+    EXTERNAL_BOOTSTRAP,
+    Topics,
+    WorkerProcess,
+    eventually,
+    notification_messages,
+    produce,
+    read_all,
+)
 from worker.dev.broker import EmbeddedBroker, create_topics_async, free_port
 
 pytestmark = [

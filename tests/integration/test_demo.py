@@ -84,11 +84,11 @@ def test_ctrl_c_stops_the_demo_cleanly(tiny_model_dir: Path) -> None:
     assert re.search(r"^stopped after \d+ results$", out, re.M), out
 
 
-async def test_produce_synthetic_sends_valid_notifications_keyed_by_id(broker: str) -> None:
+async def test_produce_synthetic_sends_valid_notifications_keyed_by_id(tansu: str) -> None:
     topic = f"demo-{time.time_ns()}"
-    await create_topics_async(broker, [topic], 2)
+    await create_topics_async(tansu, [topic], 2)
     settings = Settings.model_validate(
-        {"kafka_bootstrap_servers": broker, "input_topic": topic, "producer_idempotence": False}
+        {"kafka_bootstrap_servers": tansu, "input_topic": topic, "producer_idempotence": False}
     )
     seen: list[str] = []
     started = time.monotonic()
@@ -96,17 +96,17 @@ async def test_produce_synthetic_sends_valid_notifications_keyed_by_id(broker: s
                                    on_sent=lambda notification: seen.append(notification["id"]))
     assert sent == 10 and len(seen) == 10
     assert time.monotonic() - started >= 9 / 50, "paced at the requested rate"
-    records = await read_all(broker, topic, at_least=10)
+    records = await read_all(tansu, topic, at_least=10)
     assert sorted(record.key.decode() for record in records) == sorted(seen)
     for record in records:
         assert decode_notification(record.value).id == record.key.decode()
 
 
-async def test_produce_synthetic_stops_when_asked(broker: str) -> None:
+async def test_produce_synthetic_stops_when_asked(tansu: str) -> None:
     topic = f"demo-stop-{time.time_ns()}"
-    await create_topics_async(broker, [topic], 1)
+    await create_topics_async(tansu, [topic], 1)
     settings = Settings.model_validate(
-        {"kafka_bootstrap_servers": broker, "input_topic": topic, "producer_idempotence": False}
+        {"kafka_bootstrap_servers": tansu, "input_topic": topic, "producer_idempotence": False}
     )
     stop = asyncio.Event()
     seen: list[str] = []
@@ -120,4 +120,4 @@ async def test_produce_synthetic_stops_when_asked(broker: str) -> None:
     sent = await asyncio.wait_for(produce_synthetic(settings, rate=10, stop=stop, seed=1, on_sent=on_sent), 60)
     # it stops: nothing is sent after the stop; what was already handed over is confirmed (paced: 10/s at most)
     assert 3 <= sent <= 10 * (time.monotonic() - started) + 2 and sent == len(seen)
-    assert len(await read_all(broker, topic, at_least=sent)) == sent
+    assert len(await read_all(tansu, topic, at_least=sent)) == sent

@@ -22,6 +22,7 @@ from tests.integration.kafka_helpers import (
     notification_messages,
     produce,
 )
+from worker.dev.apache_kafka import ApacheKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -43,14 +44,15 @@ def inputs() -> list[tuple[bytes | None, bytes | None]]:
 
 
 async def test_kill_9_mid_transaction_through_rebalances_gives_every_input_exactly_once(
-        apache_kafka: str, make_kafka_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
+        apache_kafka: ApacheKafka, make_kafka_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
+    bootstrap = apache_kafka.bootstrap
     topics = await make_kafka_topics(partitions=3)
-    await produce(apache_kafka, topics.input, inputs(), partitions=3)
-    env = {**topics.env(apache_kafka), **WORKER_ENV}
+    await produce(bootstrap, topics.input, inputs(), partitions=3)
+    env = {**topics.env(bootstrap), **WORKER_ENV}
     workers = [WorkerProcess(env, tmp_path / f"w{i}-0.log", SLOW).start() for i in range(2)]
     kills = 0
     try:
-        async with TopicReader(apache_kafka, topics.output, isolation_level="read_committed") as outputs:
+        async with TopicReader(bootstrap, topics.output, isolation_level="read_committed") as outputs:
             for round_ in range(KILLS):
                 victim = round_ % 2  # alternate: the survivor takes over the victim's partitions (a rebalance)
                 await outputs.read_until((round_ + 1) * COUNT // (KILLS + 2), timeout_s=90)
@@ -61,12 +63,11 @@ async def test_kill_9_mid_transaction_through_rebalances_gives_every_input_exact
             results = COUNT - POISON
             await outputs.read_until(results, timeout_s=120)
             seen = Counter(json.loads(record.value)["id"] for record in await outputs.settle(2.0))
-        async with TopicReader(apache_kafka, topics.dlq, isolation_level="read_committed") as dead:
+        async with TopicReader(bootstrap, topics.dlq, isolation_level="read_committed") as dead:
             await dead.read_until(POISON, timeout_s=30)
-            dead_offsets = Counter(dict(record.headers)["notif.source.offset"] + "@" +
-                                   dict(record.headers)["notif.source.partition"].decode()
-                                   for record in await dead.settle(1.0))
-        done = await committed(apache_kafka, topics.group, topics.input)
+            dead_offsets = Counter((dict(record.headers)["notif.source.partition"],
+                                    dict(record.headers)["notif.source.offset"]) for record in await dead.settle(1.0))
+        done = await committed(bootstrap, topics.group, topics.input)
     finally:
         for process in workers:
             process.stop()

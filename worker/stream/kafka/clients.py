@@ -165,10 +165,10 @@ class KafkaClients:
         except KafkaError as exc:
             raise BrokerUnavailable(f"commit failed: {exc!r}") from exc
 
-    def _producer_for(self, source: TopicPartition | None) -> AIOKafkaProducer:
+    async def _producer_for(self, source: TopicPartition | None) -> AIOKafkaProducer:
         """The shared producer, or with exactly-once the transactional producer of the input partition ``source``."""
         if self.transactions is not None and source is not None:
-            return self.transactions.producer(source)
+            return await self.transactions.producer(source)
         return self.producer
 
     async def send(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers,
@@ -180,14 +180,14 @@ class KafkaClients:
         the finished future.
         """
         try:
-            return await self._producer_for(source).send(topic, value=value, key=key, headers=list(headers))
+            return await (await self._producer_for(source)).send(topic, value=value, key=key, headers=list(headers))
         except KafkaError as exc:
             raise publish_failed(topic, exc, before_sending=True) from exc
 
     async def send_batches(self, topic: str, messages: Sequence[Message],
                            source: TopicPartition | None = None) -> Sent:
         """Hand messages over as whole record batches (worker/stream/kafka/batches.py), in order per partition."""
-        return await send_batches(self._producer_for(source), topic, messages)
+        return await send_batches(await self._producer_for(source), topic, messages)
 
     async def publish(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers,
                       source: TopicPartition | None = None) -> None:
@@ -231,9 +231,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._transactions.close(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._on_assigned(set(assigned))  # first: the fetcher may hand out records before this callback ends
         if self._transactions is not None:
-            await self._transactions.open(set(assigned))  # fences each partition's previous owner
-        self._on_assigned(set(assigned))
+            await self._transactions.open(set(assigned))  # fences each partition's previous owner; sends wait
 
 
 async def _quietly_stop(consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None) -> None:

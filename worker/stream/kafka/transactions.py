@@ -40,20 +40,38 @@ class PartitionTransactions:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._producers: dict[TopicPartition, asyncio.Future[AIOKafkaProducer]] = {}
 
-    def producer(self, tp: TopicPartition) -> AIOKafkaProducer:
-        """The producer whose transaction takes what is published for input partition ``tp``."""
-        try:
-            return self._producers[tp]
-        except KeyError:
-            raise TransactionFailed(f"no transaction is open for {tp.topic}:{tp.partition}") from None
+    async def producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """The producer whose transaction takes what is published for input partition ``tp`` (once it is open:
+        the consumer may hand out the partition's first records while its producer still fences the last owner)."""
+        opening = self._producers.get(tp)
+        if opening is None:
+            raise TransactionFailed(f"no transaction is open for {tp.topic}:{tp.partition}")
+        return await asyncio.shield(opening)
 
     async def open(self, partitions: set[TopicPartition]) -> None:
         """Start a producer per newly owned partition (fencing its previous owner) and begin its transaction."""
-        await asyncio.gather(*(self._open(tp) for tp in partitions - set(self._producers)))
+        new = partitions - set(self._producers)
+        loop = asyncio.get_running_loop()
+        for tp in new:  # before the first await: a send for these waits for its producer instead of failing
+            self._producers[tp] = loop.create_future()
+        await asyncio.gather(*(self._open(tp) for tp in new))
 
     async def _open(self, tp: TopicPartition) -> None:
+        opening = self._producers[tp]
+        try:
+            producer = await self._start(tp)
+        except BaseException as exc:
+            del self._producers[tp]
+            if not opening.done():
+                opening.set_exception(exc)
+                opening.exception()  # read here: a send may never wait for it
+            raise
+        if not opening.done():
+            opening.set_result(producer)
+
+    async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
         options: dict[str, Any] = {**producer_options(self.settings), "enable_idempotence": True,
                                    "transactional_id": transactional_id(self.settings, tp),
                                    "transaction_timeout_ms": self.settings.transaction_timeout_ms}
@@ -65,8 +83,8 @@ class PartitionTransactions:
             with suppress(KafkaError, OSError):
                 await producer.stop()
             raise BrokerUnavailable(f"no transactional producer for {tp.topic}:{tp.partition}: {exc!r}") from exc
-        self._producers[tp] = producer
         log.info("transaction_opened", partition=f"{tp.topic}:{tp.partition}", id=options["transactional_id"])
+        return producer
 
     async def commit(self, tp: TopicPartition, position: int, *, timeout_s: float) -> None:
         """Add the input position to the partition's transaction, commit it, and begin the next one.
@@ -74,7 +92,7 @@ class PartitionTransactions:
         Raises TransactionFailed when the transaction cannot be committed (fenced by a newer owner, or aborted
         by the broker): what it held is gone, and the input after the last committed position must be read again.
         """
-        producer = self.producer(tp)
+        producer = await self.producer(tp)
         try:
             await asyncio.wait_for(self._commit(producer, tp, position), timeout_s)
         except TimeoutError as exc:
@@ -90,10 +108,11 @@ class PartitionTransactions:
 
     async def close(self, partitions: set[TopicPartition]) -> None:
         """Stop the producers of partitions given up (their open transactions hold nothing committed)."""
-        producers = [self._producers.pop(tp) for tp in partitions if tp in self._producers]
-        for producer in producers:
-            with suppress(KafkaError, OSError):
-                await producer.stop()
+        openings = [self._producers.pop(tp) for tp in partitions if tp in self._producers]
+        for opening in openings:
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                with suppress(KafkaError, OSError):
+                    await opening.result().stop()
 
     async def close_all(self) -> None:
         await self.close(set(self._producers))
