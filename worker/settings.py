@@ -127,6 +127,10 @@ class OutputSettings(BaseSettings):
     producer_idempotence: bool = Field(
         True, description="Idempotent producer (set false for brokers without it, e.g. Tansu in tests)."
     )
+    output_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Compression of every record batch the worker produces (results, dead letters, review, "
+        "shadow). Measured: docs/PERFORMANCE.md, \"Output compression\"."
+    )
     delivery: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once", description="`at_least_once`: commit the acknowledged prefix (a crash may publish some "
         "results twice). `exactly_once`: results, review records, dead letters and the input offsets in one "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.integration.fault_proxy import FaultProxy
-from tests.integration.kafka_helpers import EXTERNAL_BOOTSTRAP, TEST_BROKER, Topics
+from tests.integration.kafka_helpers import EXTERNAL_BOOTSTRAP, TEST_BROKER, Topics, topic_maker
 from worker.dev.apache_kafka import ApacheKafka
 from worker.dev.broker import EmbeddedBroker, create_topics_async, free_port
 
@@ -42,19 +42,6 @@ def broker(request: pytest.FixtureRequest) -> str:
     if TEST_BROKER == "tansu":
         return str(request.getfixturevalue("tansu"))
     return str(request.getfixturevalue("apache_kafka").bootstrap)
-
-
-def topic_maker(bootstrap: str, *, idempotent: bool) -> Callable[..., Awaitable[Topics]]:
-    """Create uniquely named input/output/dead-letter topics (and a group name) for one test."""
-
-    async def make(partitions: int = 3) -> Topics:
-        suffix = uuid.uuid4().hex[:10]
-        topics = Topics(f"raw-{suffix}", f"classified-{suffix}", f"dlq-{suffix}", f"group-{suffix}",
-                        idempotent=idempotent)
-        await create_topics_async(bootstrap, [topics.input, topics.output, topics.dlq], partitions)
-        return topics
-
-    return make
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord
 
 from tests.support import subprocess_env
-from worker.dev.broker import free_port
+from worker.dev.broker import create_topics_async, free_port
 
 # Which broker the suite's ``broker`` fixture starts: Apache Kafka (the reference) or the embedded Tansu.
 TEST_BROKER = os.environ.get("NOTIF_TEST_BROKER", "kafka")
@@ -51,6 +52,19 @@ class Topics:
             "NOTIF_OUTPUT_TOPIC": self.output, "NOTIF_DLQ_TOPIC": self.dlq, "NOTIF_GROUP_ID": self.group,
             "NOTIF_PRODUCER_IDEMPOTENCE": str(self.idempotent).lower(),
         }
+
+
+def topic_maker(bootstrap: str, *, idempotent: bool) -> Callable[..., Awaitable[Topics]]:
+    """Create uniquely named input/output/dead-letter topics (and a group name) for one test."""
+
+    async def make(partitions: int = 3, configs: dict[str, str] | None = None) -> Topics:
+        suffix = uuid.uuid4().hex[:10]
+        topics = Topics(f"raw-{suffix}", f"classified-{suffix}", f"dlq-{suffix}", f"group-{suffix}",
+                        idempotent=idempotent)
+        await create_topics_async(bootstrap, [topics.input, topics.output, topics.dlq], partitions, configs=configs)
+        return topics
+
+    return make
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str,

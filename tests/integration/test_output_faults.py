@@ -39,8 +39,10 @@ async def test_publish_is_retried_visibly_until_the_broker_takes_it(
     inputs = notification_messages(30)
     await produce(fault_proxy.address, topics.input, inputs, partitions=2)
     fault_proxy.cut_api_keys = {PRODUCE}  # every produce request cut before the broker sees it
+    # The worker's own retries: a producer without idempotence gives a send up after publish_timeout_ms (the
+    # idempotent one, the default, keeps retrying inside: the next test).
     settings = settings_for(topics, fault_proxy.address, publish_timeout_ms=1000, publish_stall_s=2,
-                            retry_backoff_max_s=1)
+                            retry_backoff_max_s=1, producer_idempotence=False)
     async with running_worker(settings) as worker:
         await readyz(worker, 503, f"publishing to {topics.output} has failed")
         assert worker.metric("notif_publish_retries_total", {"topic": topics.output}) > 0

@@ -35,7 +35,8 @@ async def produce_near_limit(bootstrap: str, topic: str, key: bytes, size: int) 
 
 async def test_a_dead_letter_too_large_for_the_producer_is_published_without_its_value(
         broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
-    topics = await make_topics(partitions=1)
+    # The topics take records of 4 MiB (Apache Kafka's default limit is 1 MB): the producer's 2 MiB refuses first.
+    topics = await make_topics(partitions=1, configs={"max.message.bytes": str(4 * 2**20)})
     size = PRODUCER_MAX_REQUEST_BYTES - 100
     headers = dead_letter_headers([], reason="too_large", message="m" * 60, topic=topics.input, partition=0,
                                   offset=0)

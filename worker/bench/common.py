@@ -65,10 +65,16 @@ def add_broker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def broker_address(bootstrap: str | None) -> Iterator[str]:
-    """The given address, or an embedded Tansu broker's for the duration."""
+def broker_address(bootstrap: str | None, *, apache_kafka: bool = False) -> Iterator[str]:
+    """The given address, or for the duration an embedded Tansu broker's (Apache Kafka's with ``apache_kafka``)."""
     if bootstrap:
         yield bootstrap
+        return
+    if apache_kafka:
+        from worker.dev.apache_kafka import ApacheKafka
+
+        with ApacheKafka() as kafka:
+            yield kafka.bootstrap
         return
     with EmbeddedBroker() as broker:
         yield broker.bootstrap

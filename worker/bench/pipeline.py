@@ -1,10 +1,14 @@
-"""`notif-worker bench pipeline`: the real worker (instant classifier) vs a bare aiokafka loop, same broker, same input.
+"""`notif-worker bench pipeline`: the real worker (instant classifier) against a baseline, same broker, same input.
 
-Each repeat produces the same N notifications to a fresh input topic. The real Pipeline (the code
-`serve` runs, here in this process with InstantClassifier) and a bare consume -> produce -> commit
-loop then each read it with their own consumer group and output topic, and each is timed from its
-first consumed record to the commit that covers the last one. Order alternates between repeats;
-the figures are medians.
+Each repeat produces the same N notifications to a fresh input topic. Each side then reads it with its own
+consumer group and output topic, and is timed from its first consumed record to the commit that covers the
+last one. Order alternates between repeats; the figures are medians. The sides (``--compare``):
+- ``bare`` (default): the real Pipeline (the code `serve` runs, here in this process with InstantClassifier)
+  against a bare aiokafka consume -> produce -> commit loop;
+- ``delivery``: the Pipeline with NOTIF_DELIVERY=at_least_once against exactly_once (needs transactions:
+  without --bootstrap it starts Apache Kafka);
+- ``compression``: the Pipeline with each NOTIF_OUTPUT_COMPRESSION, and the bytes of the record batches
+  its producer wrote (the output topic's log size on the broker, by DescribeLogDirs; Apache Kafka).
 """
 
 from __future__ import annotations
@@ -70,9 +74,8 @@ class RunTopics:
     def dlq(self) -> str:
         return f"bench-dlq-{self.suffix}"
 
-    @property
-    def all(self) -> list[str]:
-        return [self.input, self.output("worker"), self.output("bare"), self.dlq]
+    def all_of(self, sides: Sequence[str]) -> list[str]:
+        return [self.input, *(self.output(side) for side in sides), self.dlq]
 
 
 def register_pipeline(subparsers: Any) -> None:
@@ -83,52 +86,88 @@ def register_pipeline(subparsers: Any) -> None:
     parser.add_argument("--commit-interval-ms", type=int, default=BENCH_COMMIT_INTERVAL_MS,
                         help="the worker's NOTIF_COMMIT_INTERVAL_MS during the run")
     parser.add_argument("--max-batch-size", type=int, help="the worker's NOTIF_MAX_BATCH_SIZE (default: its own)")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="bare",
+                        help="bare: worker vs a bare aiokafka loop; delivery: at_least_once vs exactly_once; "
+                        "compression: each NOTIF_OUTPUT_COMPRESSION")
     parser.add_argument("--plot", help="write a bar chart here (PNG)")
     parser.set_defaults(func=run_pipeline)
 
 
+# Each comparison's sides: the worker's setting overrides per side (None: the bare loop).
+COMPARISONS: dict[str, dict[str, dict[str, Any] | None]] = {
+    "bare": {"worker": {}, "bare": None},
+    "delivery": {"at_least_once": {"delivery": "at_least_once"}, "exactly_once": {"delivery": "exactly_once"}},
+    "compression": {codec: {"output_compression": codec} for codec in ("none", "gzip", "snappy", "lz4", "zstd")},
+}
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
     configure_logging("warning")
-    report: dict[str, Any] = {"machine": machine(), "broker": args.bootstrap or "embedded Tansu"}
+    kafka = args.compare != "bare" and not args.bootstrap  # transactions and log sizes: Apache Kafka
+    report: dict[str, Any] = {"machine": machine(), "compare": args.compare,
+                              "broker": args.bootstrap or ("Apache Kafka (single node)" if kafka else "embedded Tansu")}
     print(f"machine: {report['machine']}", file=sys.stderr)
     overrides = {"commit_interval_ms": args.commit_interval_ms, "max_batch_size": args.max_batch_size}
-    with broker_address(args.bootstrap) as bootstrap:
-        report |= asyncio.run(bench_pipeline(bootstrap, n=args.n, repeat=args.repeat, idempotent=args.idempotent,
-                                             overrides=overrides))
+    with broker_address(args.bootstrap, apache_kafka=kafka) as bootstrap:
+        report |= asyncio.run(bench_pipeline(bootstrap, n=args.n, repeat=args.repeat,
+                                             idempotent=args.idempotent or kafka, overrides=overrides,
+                                             sides=COMPARISONS[args.compare]))
     print_pipeline(report)
     write_outputs(report, args, plot_pipeline)
     return 0
 
 
-async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: bool,
-                         overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Time both sides `repeat` times on fresh topics; medians and their ratio."""
+async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: bool, overrides: Mapping[str, Any],
+                         sides: Mapping[str, dict[str, Any] | None] = COMPARISONS["bare"]) -> dict[str, Any]:
+    """Time every side `repeat` times on fresh topics; medians, and the first side's ratio to the second."""
     messages = bench_messages(n)
     runs: list[dict[str, Any]] = []
+    names = list(sides)
     for index in range(repeat):
         topics = RunTopics()
-        await create_topics_async(bootstrap, topics.all, PARTITIONS)
+        await create_topics_async(bootstrap, topics.all_of(names), PARTITIONS)
         ends = await produce_all(bootstrap, topics.input, messages, idempotent=idempotent)
-        for side in ("worker", "bare") if index % 2 == 0 else ("bare", "worker"):
+        for side in names if index % 2 == 0 else names[::-1]:
             watch = Stopwatch(ends)
-            if side == "worker":
-                await time_worker(worker_settings(bootstrap, topics, idempotent, overrides), watch)
-            else:
+            side_overrides = sides[side]
+            if side_overrides is None:
                 await time_bare(bootstrap, topics, watch, idempotent=idempotent)
+            else:
+                await time_worker(worker_settings(bootstrap, topics, idempotent, {**overrides, **side_overrides},
+                                                  side), watch)
             outputs = await count_records(bootstrap, topics.output(side), expected=n)
             runs.append({"repeat": index, "side": side, "seconds": round(watch.seconds, 4),
                          "msgs_per_s": round(n / watch.seconds, 1), "cpu_us_per_msg": round(watch.cpu_s / n * 1e6, 1),
-                         "outputs": outputs})
-            print(f"  run {index} {side:6s} {n / watch.seconds:9.1f} msgs/s  {runs[-1]['cpu_us_per_msg']:6.1f} "
-                  f"CPU us/msg  ({outputs} outputs)", file=sys.stderr)
-    worker = statistics.median(r["msgs_per_s"] for r in runs if r["side"] == "worker")
-    bare = statistics.median(r["msgs_per_s"] for r in runs if r["side"] == "bare")
-    cpu = {side: statistics.median(r["cpu_us_per_msg"] for r in runs if r["side"] == side)
-           for side in ("worker", "bare")}
-    return {"n": n, "partitions": PARTITIONS, "repeat": repeat, "idempotent": idempotent,
-            "worker_settings": {k: v for k, v in overrides.items() if v is not None}, "runs": runs,
-            "worker_msgs_per_s": worker, "bare_msgs_per_s": bare, "ratio": round(worker / bare, 3),
-            "worker_cpu_us_per_msg": cpu["worker"], "bare_cpu_us_per_msg": cpu["bare"]}
+                         "outputs": outputs, "output_bytes": await log_bytes(bootstrap, topics.output(side))})
+            print(f"  run {index} {side:13s} {n / watch.seconds:9.1f} msgs/s  {runs[-1]['cpu_us_per_msg']:6.1f} "
+                  f"CPU us/msg  ({outputs} outputs, {runs[-1]['output_bytes']} bytes)", file=sys.stderr)
+    report: dict[str, Any] = {"n": n, "partitions": PARTITIONS, "repeat": repeat, "idempotent": idempotent,
+                              "worker_settings": {k: v for k, v in overrides.items() if v is not None},
+                              "sides": names, "runs": runs}
+    for side in names:
+        mine = [r for r in runs if r["side"] == side]
+        report[f"{side}_msgs_per_s"] = statistics.median(r["msgs_per_s"] for r in mine)
+        report[f"{side}_cpu_us_per_msg"] = statistics.median(r["cpu_us_per_msg"] for r in mine)
+        report[f"{side}_output_bytes"] = statistics.median(r["output_bytes"] or 0 for r in mine)
+    report["ratio"] = round(report[f"{names[0]}_msgs_per_s"] / report[f"{names[1]}_msgs_per_s"], 3)
+    return report
+
+
+async def log_bytes(bootstrap: str, topic: str) -> int | None:
+    """The topic's size in the broker's log directories (DescribeLogDirs); None where the broker does not say."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        response = await admin.describe_log_dirs()
+    except Exception:  # Tansu and some brokers do not answer DescribeLogDirs: the size is then unknown
+        return None
+    finally:
+        await admin.close()
+    sizes = [size for _, _, topics, *_ in response.log_dirs for name, partitions in topics if name == topic
+             for _, size, *_ in partitions]
+    return sum(sizes) if sizes else None
 
 
 async def produce_all(bootstrap: str, topic: str, messages: Sequence[Message], *,
@@ -195,11 +234,16 @@ class TimedClients(KafkaClients):
         await super().commit(positions, timeout_s=timeout_s)
         self.watch.committed(positions)
 
+    async def commit_transaction(self, tp: TopicPartition, position: int, *, timeout_s: float) -> None:
+        await super().commit_transaction(tp, position, timeout_s=timeout_s)
+        self.watch.committed({tp: position})
 
-def worker_settings(bootstrap: str, topics: RunTopics, idempotent: bool, overrides: Mapping[str, Any]) -> Settings:
+
+def worker_settings(bootstrap: str, topics: RunTopics, idempotent: bool, overrides: Mapping[str, Any],
+                    side: str = "worker") -> Settings:
     return Settings.model_validate({
-        "kafka_bootstrap_servers": bootstrap, "input_topic": topics.input, "output_topic": topics.output("worker"),
-        "dlq_topic": topics.dlq, "group_id": topics.group("worker"), "producer_idempotence": idempotent,
+        "kafka_bootstrap_servers": bootstrap, "input_topic": topics.input, "output_topic": topics.output(side),
+        "dlq_topic": topics.dlq, "group_id": topics.group(side), "producer_idempotence": idempotent,
         **{key: value for key, value in overrides.items() if value is not None},
     })
 
@@ -287,11 +331,13 @@ async def count_records(bootstrap: str, topic: str, *, expected: int, quiet_ms: 
 def print_pipeline(report: dict[str, Any]) -> None:
     print(f"machine: CPU {report['machine']['cpu']}, GPU {report['machine']['gpu']}; broker {report['broker']}; "
           f"{report['n']} messages, {report['partitions']} partitions, {report['repeat']} runs per side")
-    print("| side | msgs/s (median) | runs | CPU us/msg (median) |\n|---|---|---|---|")
-    for side in ("worker", "bare"):
+    print("| side | msgs/s (median) | runs | CPU us/msg (median) | output bytes (median) |\n|---|---|---|---|---|")
+    for side in report["sides"]:
         runs = ", ".join(f"{r['msgs_per_s']:.0f}" for r in report["runs"] if r["side"] == side)
-        print(f"| {side} | {report[f'{side}_msgs_per_s']:.0f} | {runs} | {report[f'{side}_cpu_us_per_msg']:.1f} |")
-    print(f"ratio worker/bare = {report['ratio']:.3f}")
+        print(f"| {side} | {report[f'{side}_msgs_per_s']:.0f} | {runs} | {report[f'{side}_cpu_us_per_msg']:.1f} | "
+              f"{report[f'{side}_output_bytes'] or 'n/a'} |")
+    first, second = report["sides"][:2]
+    print(f"ratio {first}/{second} = {report['ratio']:.3f}")
 
 
 def plot_pipeline(report: dict[str, Any], path: Path) -> None:
@@ -300,15 +346,18 @@ def plot_pipeline(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    sides = ["worker", "bare"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(report["sides"]) + 3, 4))
+    sides = report["sides"]
     medians = [report[f"{side}_msgs_per_s"] for side in sides]
-    ax.bar(["worker\n(instant classifier)", "bare aiokafka loop"], medians, color=["tab:blue", "tab:gray"])
+    labels = {"worker": "worker\n(instant classifier)", "bare": "bare aiokafka loop"}
+    ax.bar([labels.get(side, side) for side in sides], medians, color=["tab:blue", "tab:gray", "tab:green",
+                                                                       "tab:orange", "tab:purple"][:len(sides)])
     for position, side in enumerate(sides):
         points = [r["msgs_per_s"] for r in report["runs"] if r["side"] == side]
         ax.scatter([position] * len(points), points, color="black", s=12, zorder=3)
     ax.set_ylabel("messages / s (median, dots: runs)")
-    ax.set_title(f"ratio {report['ratio']:.2f}; {report['n']} msgs; {report['machine']['cpu']}", fontsize=8)
+    ax.set_title(f"{sides[0]}/{sides[1]} {report['ratio']:.2f}; {report['n']} msgs; {report['broker']}; "
+                 f"{report['machine']['cpu']}", fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

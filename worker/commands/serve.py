@@ -29,6 +29,7 @@ from worker.protocol import NotificationClassifier, SwappableClassifier
 from worker.settings import Settings
 from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
+from worker.stream.kafka.codecs import CodecMissing, require_codecs
 from worker.stream.kafka.errors import KafkaConfigError
 from worker.stream.pipeline import Pipeline
 
@@ -85,6 +86,11 @@ async def serve(settings: Settings, load: Loader) -> int:
     health = HealthState(settings.liveness_timeout_s)
     stop = asyncio.Event()
     _handle_signals(stop)
+    try:  # a codec missing here would stop every partition whose producer compresses with it: refuse now
+        require_codecs()
+    except CodecMissing as exc:
+        log.error("codecs_missing", error=str(exc))
+        return EXIT_FAILED
     try:
         server = HealthServer(health, registry, host=settings.metrics_host, port=settings.metrics_port)
         await server.start()

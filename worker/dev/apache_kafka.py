@@ -199,8 +199,8 @@ class ApacheKafka:
         config.write_text("".join(f"{key}={value}\n" for key, value in self.properties().items()))
         (self.folder / "log4j2.properties").write_text(LOG4J2.format(log=self.folder / "server.log"))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        formatted = self._java(libs, TOOLS["kafka-storage"], "format", "--cluster-id", cluster_id,
-                               "--config", str(config), capture=True)
+        formatted = self._java(libs, TOOLS["kafka-storage"], "format", f"--cluster-id={cluster_id}",
+                               f"--config={config}")
         if formatted.returncode != 0:
             raise BrokerStartError(f"kafka-storage format failed: {formatted.stdout}{formatted.stderr}")
         with (self.folder / "stdout.log").open("ab") as out:
@@ -244,8 +244,8 @@ class ApacheKafka:
         jvm = [*JVM_OPTIONS, *(f"-D{k}={v}" for k, v in self.jvm_properties.items()), *([log4j] if log4j else [])]
         return [java(), *jvm, "-cp", f"{libs}/*", main, *args]
 
-    def _java(self, libs: Path, main: str, *args: str, capture: bool = False,
-              input_text: str | None = None, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    def _java(self, libs: Path, main: str, *args: str, input_text: str | None = None,
+              timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self._command(libs, main, *args), capture_output=True, text=True, input=input_text,
                               timeout=timeout_s, check=False)
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -166,13 +166,14 @@ _TANSU_ENV = frozenset({"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL",
 
 
 async def create_topics_async(bootstrap: str, names: Sequence[str], partitions: int = 1,
-                              timeout_s: float = 15.0) -> None:
-    """Create topics that do not exist yet (existing ones are left as they are)."""
+                              timeout_s: float = 15.0, configs: Mapping[str, str] | None = None) -> None:
+    """Create topics that do not exist yet (existing ones are left as they are); ``configs``: topic settings."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=dict(configs or {}))
+             for name in names]
         )
     except (KafkaError, OSError, TimeoutError) as exc:
         raise BrokerStartError(f"could not create topics {list(names)} on {bootstrap}: {exc!r}") from exc

@@ -19,6 +19,11 @@ import gzip
 import zlib
 from typing import Any
 
+try:  # aiokafka's codec library for snappy, lz4 and zstd (worker/stream/kafka/codecs.py checks it at start-up)
+    import cramjam
+except ImportError:
+    cramjam = None  # type: ignore[assignment]
+
 from aiokafka import errors as Errors
 from aiokafka.errors import CorruptRecordException, KafkaError, MessageSizeTooLargeError, UnsupportedCodecError
 
@@ -86,9 +91,11 @@ class UndecodableFetch(BrokerError):
 
 
 # What aiokafka's record reader raises for a record it cannot decode: a header key that is not UTF-8, a
-# CRC mismatch or malformed batch, a codec it lacks, a batch that says gzip but is not.
-UNDECODABLE_ERRORS = (UnicodeDecodeError, CorruptRecordException, UnsupportedCodecError, gzip.BadGzipFile, zlib.error,
-                EOFError)
+# CRC mismatch or malformed batch, a codec it lacks, a batch that says gzip, snappy, lz4 or zstd but is not
+# (cramjam raises DecompressionError for the last three).
+UNDECODABLE_ERRORS: tuple[type[BaseException], ...] = (
+    UnicodeDecodeError, CorruptRecordException, UnsupportedCodecError, gzip.BadGzipFile, zlib.error, EOFError,
+    *((cramjam.DecompressionError,) if cramjam is not None else ()))
 
 
 class TransactionFailed(BrokerError):

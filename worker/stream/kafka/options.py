@@ -76,5 +76,6 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
         "max_batch_size": PRODUCER_BATCH_BYTES,
         "request_timeout_ms": settings.publish_timeout_ms,
+        "compression_type": None if settings.output_compression == "none" else settings.output_compression,
     }
 

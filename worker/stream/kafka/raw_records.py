@@ -22,8 +22,8 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")
 _LENGTH_END = 12  # baseOffset and batchLength: batchLength counts the bytes after them
 _CONTROL_BIT = 0x20
 _LOG_APPEND_TIME_BIT = 0x08
-_DECOMPRESS: dict[int, Callable[[bytes], bytes]] = {
-    1: gzip_decode, 2: snappy_decode, 3: lz4_decode, 4: zstd_decode,
+_DECOMPRESS: dict[int, tuple[str, Callable[[bytes], bytes]]] = {
+    1: ("gzip", gzip_decode), 2: ("snappy", snappy_decode), 3: ("lz4", lz4_decode), 4: ("zstd", zstd_decode),
 }
 
 
@@ -50,7 +50,11 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class RawBatch:
-    """One record batch: its offsets, whether its CRC holds, and its records (None when they cannot be read)."""
+    """One record batch: its offsets, whether its CRC holds, and its records (None when they cannot be read).
+
+    ``garbage``: the batch names a codec whose payload does not decompress; its records are then stand-ins, one
+    per offset, the first holding the batch's bytes as stored (to be dead-lettered: nothing sent is lost).
+    """
 
     base_offset: int
     next_offset: int
@@ -58,6 +62,8 @@ class RawBatch:
     control: bool
     records: tuple[RawRecord, ...] | None
     error: str | None = None
+    garbage: bool = False
+    codec: int = 0  # the compression bits: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd
 
 
 def read_batches(data: bytes) -> list[RawBatch]:
@@ -81,16 +87,30 @@ def read_batch(batch: bytes) -> RawBatch:
         return RawBatch(base_offset, base_offset + 1, False, False, None, f"message format v{magic} is not read here")
     crc_ok = bool(DefaultRecordBatch(batch).validate_crc())
     control = bool(attributes & _CONTROL_BIT)
+    body = batch[_HEADER.size:]
+    codec = _DECOMPRESS.get(attributes & 0x07)
+    if codec is not None:
+        try:
+            body = codec[1](body)
+        except Exception as exc:  # the codec's library refuses the payload: whatever it raises
+            why = f"the {codec[0]} payload of the record batch at offsets {base_offset}..{next_offset - 1} does not " \
+                  f"decompress ({type(exc).__name__}: {exc}"[:280] + "); the first offset's dead letter holds the batch"
+            return RawBatch(base_offset, next_offset, crc_ok, control, _stand_ins(batch, base_offset, next_offset,
+                                                                                  base_time), why, True, attributes & 7)
     try:
-        body = batch[_HEADER.size:]
-        codec = attributes & 0x07
-        if codec:
-            body = _DECOMPRESS[codec](body)
+        if attributes & 0x07 and codec is None:
+            raise KeyError(f"compression codec {attributes & 0x07}")
         log_append = bool(attributes & _LOG_APPEND_TIME_BIT)
         records = _read_records(body, count, base_offset, max_time if log_append else base_time, log_append)
     except Exception as exc:  # any malformed byte: a KeyError of a codec, an IndexError, a bad varint
         return RawBatch(base_offset, next_offset, crc_ok, control, None, f"{type(exc).__name__}: {exc}"[:300])
-    return RawBatch(base_offset, next_offset, crc_ok, control, records)
+    return RawBatch(base_offset, next_offset, crc_ok, control, records, codec=attributes & 0x07)
+
+
+def _stand_ins(batch: bytes, base_offset: int, next_offset: int, timestamp: int) -> tuple[RawRecord, ...]:
+    """One record per offset of a batch that cannot be decompressed; the first carries the batch as stored."""
+    return tuple(RawRecord(offset, timestamp, 0, None, batch if offset == base_offset else None, ())
+                 for offset in range(base_offset, next_offset))
 
 
 def _read_records(body: bytes, count: int, base_offset: int, base_time: int,

@@ -82,6 +82,8 @@ async def examine(fetcher: RawFetcher, partition: TopicPartition, position: int)
 
 
 def _why_undecodable(batch: RawBatch, record: RawRecord) -> str | None:
+    if batch.garbage:
+        return batch.error
     if not batch.crc_ok:
         return (f"the record batch at offsets {batch.base_offset}..{batch.next_offset - 1} fails its CRC check: "
                 "key, value and headers are as stored, unverified")

@@ -41,9 +41,19 @@ def test_records_that_do_not_parse_give_no_records_and_say_why() -> None:
     assert batch.next_offset == 3  # the header still says where the batch ends
 
 
-def test_a_batch_that_says_gzip_but_is_not_gives_no_records() -> None:
-    batch = read_batch(build_batch(RECORDS, claim_codec=1))
-    assert batch.crc_ok and batch.records is None and batch.error is not None and "gzip" in batch.error.lower()
+@pytest.mark.parametrize("codec", [1, 2, 3, 4], ids=["gzip", "snappy", "lz4", "zstd"])
+def test_a_batch_of_garbage_under_a_codec_gives_a_stand_in_per_offset_the_first_holding_the_batch(codec: int) -> None:
+    raw = build_batch(RECORDS, claim_codec=codec)
+    batch = read_batch(raw)
+    assert batch.garbage and batch.crc_ok and batch.codec == codec and batch.records is not None
+    assert [record.offset for record in batch.records] == list(range(len(RECORDS)))
+    assert batch.records[0].value == raw and all(record.value is None for record in batch.records[1:])
+    assert batch.error is not None and "does not decompress" in batch.error
+
+
+def test_a_batch_under_a_codec_no_client_knows_gives_no_records() -> None:
+    batch = read_batch(build_batch(RECORDS, claim_codec=7))
+    assert batch.records is None and not batch.garbage and batch.error is not None and "codec 7" in batch.error
 
 
 def test_a_record_set_splits_into_batches_and_a_cut_off_tail_is_left_out() -> None:

@@ -1,0 +1,125 @@
+"""Every Kafka codec in and out, with a real librdkafka producer and consumer (confluent-kafka) beside the worker.
+
+A producer's ``compression.type`` must never stop the stream: each codec is read on the normal fetch path,
+and the worker's own output is compressed with NOTIF_OUTPUT_COMPRESSION and read back by librdkafka. A worker
+without the codec library refuses to start and names it (worker/stream/kafka/codecs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka.structs import TopicPartition
+from confluent_kafka import Consumer, Producer
+
+from tests.integration.kafka_helpers import Topics, read_all
+from tests.integration.pipeline_helpers import running_worker, settings_for
+from tests.support import subprocess_env
+from worker.stream.kafka.codecs import CODECS, check_codecs
+from worker.stream.kafka.raw_fetch import RawFetcher
+from worker.stream.kafka.raw_records import read_batches
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+PER_CODEC = 20
+CODEC_BITS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def librdkafka_produce(bootstrap: str, topic: str, codec: str, ids: list[str], *, idempotent: bool) -> None:
+    """Write notifications the way most producers in the field do: librdkafka, compressed batches."""
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 20,
+                         "enable.idempotence": idempotent})
+    for notification_id in ids:
+        value = json.dumps({"id": notification_id, "title": "Build failed", "body": f"pipeline {notification_id}"})
+        producer.produce(topic, key=notification_id.encode(), value=value.encode())
+    assert producer.flush(30) == 0, "librdkafka did not deliver everything"
+
+
+def librdkafka_read(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[dict[str, object]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                seen.append(json.loads(message.value()))
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_every_codec_round_trips_here() -> None:
+    assert check_codecs() == dict.fromkeys(CODECS)
+
+
+async def test_every_producer_codec_is_classified_and_the_output_compressed_is_read_by_librdkafka(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    topics = await make_topics(partitions=2)
+    sent: list[str] = []
+    for codec in CODEC_BITS:
+        ids = [f"{codec}-{i}" for i in range(PER_CODEC)]
+        await asyncio.to_thread(librdkafka_produce, broker, topics.input, codec, ids, idempotent=topics.idempotent)
+        sent += ids
+    settings = settings_for(topics, broker, output_compression="zstd")
+    async with running_worker(settings) as worker:
+        outputs = await read_all(broker, topics.output, at_least=len(sent), timeout_s=60)
+        assert worker.metric("notif_dead_letters_total", {"reason": "undecodable_record"}) == 0
+        assert (await worker.get("/readyz"))[0] == 200
+    assert sorted(json.loads(record.value)["id"] for record in outputs) == sorted(sent)
+    read_back = await asyncio.to_thread(librdkafka_read, broker, topics.output, len(sent))
+    assert sorted(str(result["id"]) for result in read_back) == sorted(sent)
+    assert {await batch_codec(settings_for(topics, broker), TopicPartition(topics.output, p)) for p in (0, 1)} == {
+        CODEC_BITS["zstd"]}
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "none"])
+async def test_the_worker_compresses_what_it_produces(codec: str, broker: str,
+                                                      make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    topics = await make_topics(partitions=1)
+    ids = [f"o-{i}" for i in range(10)]
+    await asyncio.to_thread(librdkafka_produce, broker, topics.input, "none", ids, idempotent=topics.idempotent)
+    settings = settings_for(topics, broker, output_compression=codec)
+    async with running_worker(settings):
+        await read_all(broker, topics.output, at_least=len(ids), timeout_s=60)
+    assert await batch_codec(settings, TopicPartition(topics.output, 0)) == CODEC_BITS[codec]
+    read_back = await asyncio.to_thread(librdkafka_read, broker, topics.output, len(ids))
+    assert sorted(str(result["id"]) for result in read_back) == ids
+
+
+async def batch_codec(settings: object, partition: TopicPartition) -> int:
+    """The compression bits of the partition's first record batch, read raw from the broker."""
+    fetcher = RawFetcher(settings)  # type: ignore[arg-type]
+    try:
+        batches = read_batches(await fetcher.fetch(partition, 0))
+    finally:
+        await fetcher.close()
+    assert batches, f"no record batch in {partition}"
+    return batches[0].codec
+
+
+def test_a_worker_without_the_codec_library_refuses_to_start_and_names_it(tmp_path: Path) -> None:
+    """A real process where `import cramjam` fails, as on a machine without aiokafka's codec extras."""
+    blocked = tmp_path / "blocked"
+    (blocked / "cramjam").mkdir(parents=True)
+    (blocked / "cramjam" / "__init__.py").write_text("raise ImportError('cramjam is not installed here')\n")
+    env = subprocess_env(NOTIF_LOG_FORMAT="json", NOTIF_METRICS_PORT="0", NOTIF_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    env["PYTHONPATH"] = f"{blocked}:{env['PYTHONPATH']}"
+    run = subprocess.run([sys.executable, "-m", "worker", "serve", "--instant-classifier"], env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines() + run.stderr.splitlines() if line.startswith("{")]
+    missing = [event for event in events if event["event"] == "codecs_missing"]
+    assert missing, run.stdout + run.stderr
+    for codec in ("snappy", "lz4", "zstd"):
+        assert codec in missing[0]["error"]
+    assert "gzip:" not in missing[0]["error"] and "cramjam" in missing[0]["error"]
