@@ -52,7 +52,7 @@ def librdkafka_read(bootstrap: str, topic: str, expected: int, timeout_s: float 
         while len(seen) < expected and time.monotonic() < deadline:
             message = consumer.poll(0.5)
             if message is not None and message.error() is None:
-                seen.append(json.loads(message.value()))
+                seen.append(json.loads(message.value() or b"null"))
     finally:
         consumer.close()
     return seen
