@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import struct
 import sys
 import time
 import uuid
@@ -47,6 +48,8 @@ from worker.settings import Settings
 from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.kafka.options import PRODUCER_LINGER_MS
+from worker.stream.kafka.raw_fetch import RawFetcher
+from worker.stream.kafka.raw_records import read_batches
 from worker.stream.pipeline import Pipeline
 
 POLL_TIMEOUT_MS = 100
@@ -154,20 +157,36 @@ async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: boo
 
 
 async def log_bytes(bootstrap: str, topic: str) -> int | None:
-    """The topic's size in the broker's log directories (DescribeLogDirs); None where the broker does not say."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    """The bytes of the topic's record batches as the broker stores them: as the producer sent them (compressed).
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    Read raw, batch by batch (worker/stream/kafka/raw_fetch.py); None where the broker answers nothing.
+    """
+    settings = Settings(kafka_bootstrap_servers=bootstrap)
+    fetcher = RawFetcher(settings)
+    total = 0
     try:
-        await admin.start()
-        response = await admin.describe_log_dirs()
-    except Exception:  # Tansu and some brokers do not answer DescribeLogDirs: the size is then unknown
-        return None
+        for partition in range(PARTITIONS):
+            tp, position = TopicPartition(topic, partition), 0
+            while data := await fetcher.fetch(tp, position):
+                sizes = batch_sizes(data)
+                batches = read_batches(data)
+                if not batches:
+                    break
+                total += sum(sizes[:len(batches)])
+                position = batches[-1].next_offset
     finally:
-        await admin.close()
-    sizes = [size for _, _, topics, *_ in response.log_dirs for name, partitions in topics if name == topic
-             for _, size, *_ in partitions]
-    return sum(sizes) if sizes else None
+        await fetcher.close()
+    return total or None
+
+
+def batch_sizes(data: bytes) -> list[int]:
+    """The size of each record batch in a raw record set (12 bytes of offset and length, then the length)."""
+    sizes, pos = [], 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        sizes.append(12 + length)
+        pos += 12 + length
+    return sizes
 
 
 async def produce_all(bootstrap: str, topic: str, messages: Sequence[Message], *,
