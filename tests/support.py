@@ -46,9 +46,11 @@ class PoisonClassifier(InstantClassifier):
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a `python -m worker|trainer` subprocess: this checkout's code first on the path,
-    none of the caller's NOTIF_* settings (the test says what it wants), the hub offline; then ``extra``."""
+    none of the caller's NOTIF_* settings (the test says what it wants), the hub offline, faulthandler on;
+    then ``extra``."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("NOTIF_") or key in TEST_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a process that hangs or dies leaves every thread's stack behind
     return {**env, **extra}

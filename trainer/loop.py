@@ -9,9 +9,11 @@ arithmetic of one pass), training figures summed on the device and read only whe
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -127,6 +129,21 @@ class NotifTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+class ContractInCheckpoints(TrainerCallback):
+    """Each checkpoint-N carries notif_contract.json like the final adapter, so the worker's contract check can
+    vouch for a mid-run checkpoint served as an adapter (`notif-worker classify --adapter OUT/checkpoint-N`)."""
+
+    def __init__(self, contract: dict[str, str], file_name: str) -> None:
+        self.text = json.dumps(contract, indent=2) + "\n"
+        self.file_name = file_name
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / self.file_name).write_text(self.text)
+        return control
 
 
 class LogLastStep(TrainerCallback):

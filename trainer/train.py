@@ -26,7 +26,15 @@ from tqdm import tqdm
 from trainer.batches import Collator, Encoded, Encoder, EpochSampler, label_weights
 from trainer.config import TrainConfig
 from trainer.data import describe_problems, label_mix, read_dataset
-from trainer.loop import LogLastStep, NotifTrainer, Progress, StepTimer, TrainingError, epoch_number
+from trainer.loop import (
+    ContractInCheckpoints,
+    LogLastStep,
+    NotifTrainer,
+    Progress,
+    StepTimer,
+    TrainingError,
+    epoch_number,
+)
 from trainer.model import trainable_model
 from trainer.plan import Plan, count_parameters, make_plan, world_size
 from worker.contract import CONTRACT_VERSION, contract_fingerprint
@@ -86,8 +94,8 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
         model=model, args=_arguments(config, plan, setup), train_dataset=encoded, eval_dataset=validation,
         data_collator=Collator(encoder, tokenizer.pad_token_id, label_weights(encoded, config.label_weighting)),
         sampler=EpochSampler(encoded, config.sampling, config.seed, config.batch_size * config.grad_accum),
-        callbacks=[LogLastStep(), timer, Progress(lambda line: _say(setup, [line]), progress and setup.main),
-                   *callbacks],
+        callbacks=[LogLastStep(), ContractInCheckpoints(contract_fingerprint(), CONTRACT_FILE), timer,
+                   Progress(lambda line: _say(setup, [line]), progress and setup.main), *callbacks],
     )
     for name in ("PrinterCallback", "ProgressCallback"):  # Progress prints our lines instead of raw dicts
         trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks

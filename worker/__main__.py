@@ -1,5 +1,9 @@
 """`python -m worker` is `notif-worker`."""
 
-from worker.commands.cli import main
+from worker.commands.stopping import EARLY
+
+EARLY.install()  # first: a SIGTERM while the rest imports is remembered (worker/commands/stopping.py)
+
+from worker.commands.cli import main  # noqa: E402  (after the signal handlers, on purpose)
 
 raise SystemExit(main())

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+from tests.support import subprocess_env
 from worker.model.loading import CONTRACT_FILE
+from worker.synth.sampler import iter_raw_notifications
 
 
 def make_adapter(base: str, out: Path, *, contract: dict[str, str] | None, seed: int | None = None) -> Path:
@@ -24,3 +29,19 @@ def make_adapter(base: str, out: Path, *, contract: dict[str, str] | None, seed:
     if contract is not None:
         (out / CONTRACT_FILE).write_text(json.dumps(contract))
     return out
+
+
+def classify_with_worker(model: Path, adapter: Path | None, tmp_path: Path) -> list[dict[str, Any]]:
+    """`notif-worker classify` of 40 synthetic notifications in a subprocess; its JSONL results."""
+    source = tmp_path / "in.jsonl"
+    stream = iter_raw_notifications(seed=11)
+    source.write_text("".join(json.dumps(next(stream)) + "\n" for _ in range(40)))
+    out = tmp_path / ("adapted.jsonl" if adapter else "bare.jsonl")
+    extra = ["--adapter", str(adapter)] if adapter else []
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "classify", str(source), "--out", str(out), "--model", str(model),
+         "--quantization", "none", "--device", "cpu", *extra],
+        capture_output=True, text=True, timeout=240, env=subprocess_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in out.read_text().splitlines()]

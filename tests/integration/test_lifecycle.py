@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -250,6 +251,40 @@ async def test_a_failing_shadow_leaves_serving_and_commits_alone(
         await all_committed(broker, topics, len(messages))
     assert sorted(r.key for r in outputs) == sorted(keys_of(messages))
     assert value(registry, "notif_shadow_failures_total", stage="score") >= 1
+
+
+class SlowShadow(InstantClassifier):
+    """Serves instantly; its shadow takes far longer than the shutdown leaves it."""
+
+    def classify_shadow(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        time.sleep(SLOW_SHADOW_S)
+        return self.classify(notifications)
+
+
+SLOW_SHADOW_S = 8.0
+
+
+async def test_the_shadows_last_batch_is_counted_when_the_shutdown_cuts_it(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    """Finished or counted as dropped (notif_shadow_failures_total{stage="shutdown"}), never dropped silently."""
+    topics = await make_topics(partitions=1)
+    settings = Settings.model_validate({
+        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
+        "commit_interval_ms": 50, "max_batch_size": 8, "adapter": "serving", "shadow_adapter": "candidate",
+        "shadow_topic": f"shadow-{topics.group}", "shutdown_timeout_s": 4,
+    })
+    messages = notification_messages(8)
+    registry = CollectorRegistry()
+    await produce(broker, topics.input, messages, partitions=1)
+    started = time.monotonic()
+    async with running(settings, SlowShadow(), registry):
+        outputs = await read_all(broker, topics.output, at_least=len(messages), timeout_s=60)
+        await all_committed(broker, topics, len(messages))
+    assert time.monotonic() - started < SLOW_SHADOW_S + 30
+    assert sorted(r.key for r in outputs) == sorted(keys_of(messages))
+    assert value(registry, "notif_shadow_failures_total", stage="shutdown") == 1
+    assert value(registry, "notif_shadow_agreement_total", decision="folder", agree="true") + value(
+        registry, "notif_shadow_agreement_total", decision="folder", agree="false") == 0
 
 
 async def test_sighup_swaps_the_adapter_of_a_running_worker(

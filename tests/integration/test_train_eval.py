@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import subprocess_env
+from tests.integration.adapters import classify_with_worker
 from trainer.batches import Encoder
 from trainer.cli import main
 from trainer.config import TrainConfig
@@ -20,7 +18,6 @@ from trainer.synth import write_split
 from trainer.train import train
 from worker.contract import CONTRACT_VERSION, contract_fingerprint, format_answer
 from worker.model.classifier import Classifier
-from worker.synth.sampler import iter_raw_notifications
 
 pytestmark = pytest.mark.integration
 
@@ -57,21 +54,6 @@ def test_short_run_lowers_the_loss_and_saves_everything(trained: dict[str, Any])
     for key in ("time_s", "final_loss", "mean_token_accuracy", "trainable_parameters"):
         assert key in saved
     assert saved["trainable_parameters"] == 32_768  # tiny config: r=16 on the 7 projections of 2 layers
-
-
-def classify_with_worker(model: Path, adapter: Path | None, tmp_path: Path) -> list[dict[str, Any]]:
-    source = tmp_path / "in.jsonl"
-    stream = iter_raw_notifications(seed=11)
-    source.write_text("".join(json.dumps(next(stream)) + "\n" for _ in range(40)))
-    out = tmp_path / ("adapted.jsonl" if adapter else "bare.jsonl")
-    extra = ["--adapter", str(adapter)] if adapter else []
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "classify", str(source), "--out", str(out), "--model", str(model),
-         "--quantization", "none", "--device", "cpu", *extra],
-        capture_output=True, text=True, timeout=240, env=subprocess_env(),
-    )
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def test_worker_loads_the_adapter_and_answers_change(trained: dict[str, Any], tiny_model_dir: Path,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from tests.integration.adapters import classify_with_worker
 from trainer import TrainerError
 from trainer.batches import IGNORE, Encoder, collate, label_weights, token_weights
 from trainer.config import TrainConfig
@@ -22,7 +23,8 @@ from trainer.loop import batch_loss
 from trainer.model import dequantize_linears
 from trainer.synth import write_split
 from trainer.train import train
-from worker.model.loading import load_base_model, load_tokenizer
+from worker.contract import contract_fingerprint
+from worker.model.loading import CONTRACT_FILE, load_base_model, load_tokenizer
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +117,11 @@ def test_a_stopped_run_resumes_its_schedule_with_validation_and_tensorboard(
     stopped = tmp_path / "stopped"
     train(recipe(tiny_model_dir, data, stopped, **extras), progress=False, callbacks=[StopAt(5)])
     assert sorted(p.name for p in stopped.glob("checkpoint-*")) == ["checkpoint-3"]
+    # every adapter directory the trainer writes carries the contract: a mid-run checkpoint serves as an adapter
+    for folder in [tmp_path / "whole", *(tmp_path / "whole").glob("checkpoint-*"), stopped / "checkpoint-3"]:
+        assert json.loads((folder / CONTRACT_FILE).read_text()) == contract_fingerprint(), folder
+    results = classify_with_worker(tiny_model_dir, stopped / "checkpoint-3", tmp_path)
+    assert results and all(r["adapter_id"].startswith("checkpoint-3@") for r in results), results[:1]
     capsys.readouterr()
     resumed = train(recipe(tiny_model_dir, data, stopped, resume=True, **extras), progress=False)
     assert f"resuming from {stopped / 'checkpoint-3'} (optimizer step 3)" in capsys.readouterr().out

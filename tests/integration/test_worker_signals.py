@@ -160,3 +160,28 @@ async def test_bad_settings_exit_2(env: dict[str, str], tmp_path: Path) -> None:
         assert await process.wait_exit(60) == 2, process.log_tail()
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("moment", [0.05, 0.3, 1.0, "model_loaded", "connected"])
+async def test_sigterm_at_any_moment_of_start_up_exits_0_and_commits_nothing(
+        moment: float | str, broker: str, make_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
+    """While Python imports (the handler is installed before torch, transformers and aiokafka), while the model
+    loads, while it connects: exit 0, nothing consumed, nothing committed (was: -15 in the first second)."""
+    topics = await make_topics(partitions=2)
+    await produce(broker, topics.input, notification_messages(20), partitions=2)
+    env = {**topics.env(broker), "NOTIF_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S), "NOTIF_MAX_WAIT_MS": "2000",
+           "NOTIF_COMMIT_INTERVAL_MS": "60000"}  # a commit would come only from the stop: none may be due
+    process = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        if isinstance(moment, str):
+            await eventually(has_event(process, moment), 30, f"the worker logs {moment}", interval_s=0.01)
+        else:
+            await asyncio.sleep(moment)
+        assert await exits_in_time(process) < SHUTDOWN_S + SLACK_S
+    finally:
+        process.stop()
+    events = event_names(process)
+    assert "Traceback" not in process.log_tail(100_000)
+    if "partitions_assigned" not in events:  # stopped before anything could be consumed
+        assert await committed(broker, topics.group, topics.input) == {0: 0, 1: 0}
+        assert "batch" not in events

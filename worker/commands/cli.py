@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from worker.commands.stopping import EARLY
+
 # Each module exposes `register(subparsers)`, which adds its subcommand and sets `func` to a handler
 # taking the parsed namespace and returning an exit code.
 SUBCOMMAND_MODULES = (
@@ -29,8 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    EARLY.install()  # before the subcommands' heavy imports: a SIGTERM now is remembered, never fatal
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in ("serve", "demo"):  # they take the signals over themselves, early ones included
+        EARLY.restore()
+        if EARLY.received is not None:
+            print(f"stopped by {EARLY.received} before starting", file=sys.stderr)
+            return 0
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

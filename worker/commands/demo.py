@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from worker.commands import produce_demo as demo_producer
 from worker.commands.flags import add_model_flags, settings_from_args
 from worker.commands.serve import Loader, model_loader, serve
+from worker.commands.stopping import StopDeadline
 from worker.contract import ClassificationResult
 from worker.dev.broker import BrokerStartError, EmbeddedBroker, create_topics
 from worker.observe.logging import configure_logging
@@ -80,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"loading {settings.model}: {describe_placement(settings)} ...", file=out)
             print(f"metrics: http://localhost:{settings.metrics_port}/metrics  (health: /healthz, /readyz)",
                   file=out, flush=True)
-            return asyncio.run(demo(settings, model_loader(settings), rate=args.rate, count=args.count,
-                                    seed=args.seed, out=out))
+            deadline = StopDeadline(settings.shutdown_timeout_s)
+            code = asyncio.run(demo(settings, model_loader(settings), rate=args.rate, count=args.count,
+                                    seed=args.seed, out=out, deadline=deadline))
+            deadline.arm("stopping the embedded broker")
+            return code
     except BrokerStartError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -102,16 +106,18 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 async def demo(settings: Settings, load: Loader, *, rate: float, count: int | None, seed: int,
-               out: TextIO) -> int:
+               out: TextIO, deadline: StopDeadline | None = None) -> int:
     """Run producer, worker and printer until Ctrl-C, `count` results, or a failure; the worker's exit code."""
     texts: dict[str, str] = {}
     done = asyncio.Event()
-    worker = asyncio.create_task(serve(settings, load))
+    worker = asyncio.create_task(serve(settings, load, deadline))
     producer = asyncio.create_task(demo_producer.produce_synthetic(
         settings, rate=rate, stop=done, count=count, seed=seed, on_sent=remember_text(texts)))
     printer = asyncio.create_task(print_results(settings, stop=done, count=count, texts=texts, out=out))
     failed = await _supervise(worker, producer, printer)
     code = await worker
+    if deadline is not None:
+        deadline.arm("stopping the demo's producer and printer")
     done.set()
     printed, _ = await asyncio.gather(printer, producer, return_exceptions=True)
     print(f"stopped after {printed if isinstance(printed, int) else 0} results", file=out, flush=True)

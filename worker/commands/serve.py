@@ -1,8 +1,10 @@
 """`notif-worker serve`: the streaming worker process (settings, logs, model, HTTP port, signals, pipeline).
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (work in hand finished and committed, or the shutdown timeout
-passed with the rest left uncommitted for the next owner); 1 the worker failed (model did not load,
-HTTP port taken, unexpected error); 2 invalid settings; 130 a second signal forced an immediate exit.
+passed with the rest left uncommitted for the next owner; also a signal before anything was consumed);
+1 the worker failed (model did not load, HTTP port taken, a codec missing, unexpected error); 2 invalid
+settings; 3 the stop itself overran NOTIF_SHUTDOWN_TIMEOUT_S (every thread's stack is in the log:
+worker/commands/stopping.py); 130 a second signal forced an immediate exit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from worker.commands.flags import add_model_flags, settings_from_args
+from worker.commands.stopping import EARLY, StopDeadline
 from worker.contract import CONTRACT_VERSION
 from worker.dev.instant import InstantClassifier
 from worker.observe.health import HealthServer, HealthState
@@ -62,10 +65,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return EXIT_SETTINGS
     configure_logging(settings.log_level, settings.log_format)
+    deadline = StopDeadline(settings.shutdown_timeout_s)
     if args.instant_classifier:
         delay_s = args.instant_delay_ms / 1000
-        return asyncio.run(serve(settings, lambda: InstantClassifier(delay_s=delay_s)))
-    return asyncio.run(serve(settings, model_loader(settings)))
+        code = asyncio.run(serve(settings, lambda: InstantClassifier(delay_s=delay_s), deadline))
+    else:
+        code = asyncio.run(serve(settings, model_loader(settings), deadline))
+    deadline.arm("the process's exit (joining threads)")  # also after a failure: the exit itself is bounded
+    return code
 
 
 def model_loader(settings: Settings) -> Loader:
@@ -79,13 +86,16 @@ def model_loader(settings: Settings) -> Loader:
     return load
 
 
-async def serve(settings: Settings, load: Loader) -> int:
-    """Run the worker until a signal stops it; returns the exit code."""
+async def serve(settings: Settings, load: Loader, deadline: StopDeadline | None = None) -> int:
+    """Run the worker until a signal stops it; returns the exit code.
+
+    ``deadline``: armed by the first stop request, it ends a stop that overruns (the CLI's; none in-process).
+    """
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     health = HealthState(settings.liveness_timeout_s)
     stop = asyncio.Event()
-    _handle_signals(stop)
+    _handle_signals(stop, deadline)
     try:  # a codec missing here would stop every partition whose producer compresses with it: refuse now
         require_codecs()
     except CodecMissing as exc:
@@ -102,6 +112,8 @@ async def serve(settings: Settings, load: Loader) -> int:
     try:
         return await _serve(settings, load, thread, metrics, health, stop)
     finally:
+        if deadline is not None:
+            deadline.stage("stopping the model thread and the HTTP server")
         thread.stop()
         await server.stop()
 
@@ -154,8 +166,11 @@ async def _load(thread: InferenceThread, load: Loader, stop: asyncio.Event) -> N
     return loading.result()
 
 
-def _handle_signals(stop: asyncio.Event) -> None:
-    """First SIGTERM/SIGINT: graceful stop. Second: exit at once."""
+def _handle_signals(stop: asyncio.Event, deadline: StopDeadline | None) -> None:
+    """First SIGTERM/SIGINT: graceful stop, within the deadline. Second: exit at once.
+
+    A signal that came before these handlers (during the imports: worker/commands/stopping.py) stops at once.
+    """
     loop = asyncio.get_running_loop()
 
     def on_signal(name: str) -> None:
@@ -163,7 +178,11 @@ def _handle_signals(stop: asyncio.Event) -> None:
             log.warning("forced_exit", signal=name)
             os._exit(EXIT_FORCED)
         log.info("shutdown_requested", signal=name)
+        if deadline is not None:
+            deadline.arm("finishing the batches in flight, publishing, committing, leaving the group")
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    if EARLY.received is not None:
+        on_signal(EARLY.received)

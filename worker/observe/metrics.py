@@ -128,7 +128,7 @@ class Metrics:
         for decision in ("folder", "priority"):
             for agree in ("true", "false"):
                 self.shadow_agreement.labels(decision=decision, agree=agree)
-        for stage in ("score", "publish"):
+        for stage in ("score", "publish", "shutdown"):
             self.shadow_failures.labels(stage=stage)
         self._model_labels: dict[str, str] = {}
 

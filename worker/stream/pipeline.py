@@ -93,6 +93,8 @@ class Pipeline:
             log.warning("shutdown_deadline_passed", unfinished=self.tracker.in_flight,
                         note="uncommitted input is processed again by the next owner")
         finally:
+            if self.shadow is not None:  # its last batches finish or are counted (stage "shutdown")
+                await self.shadow.finish(reserve / 2)
             await _cancel([*loops, stopped, *self.outbox.tasks(), *(self.shadow.tasks() if self.shadow else [])])
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.kafka.stop(), reserve)

@@ -38,6 +38,7 @@ class Shadow:
         self.kafka = kafka
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sizes: dict[asyncio.Task[None], int] = {}  # notifications per running task
         agreement = metrics.shadow_agreement
         self._agree = {(decision, agree): agreement.labels(decision=decision, agree=str(agree).lower())
                        for decision in ("folder", "priority") for agree in (True, False)}
@@ -53,10 +54,22 @@ class Shadow:
         scoring = self.thread.submit(lambda: self.classifier.classify_shadow(notifications))
         task = asyncio.create_task(self._score(served, scoring))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._sizes[task] = len(served)
+        task.add_done_callback(self._forget)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return list(self._tasks)
+
+    async def finish(self, timeout_s: float) -> None:
+        """At shutdown: let the batches being scored and handed over finish within ``timeout_s``; each one
+        still running then is cancelled and counted (stage ``shutdown``), never dropped silently."""
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+            self._failed("shutdown", TimeoutError(f"unfinished after {timeout_s:.1f}s of the shutdown"),
+                         self._sizes.get(task, 0))
 
     async def _score(self, served: list[tuple[Work, ClassificationResult]],
                      scoring: asyncio.Future[list[ClassificationResult]]) -> None:
@@ -80,6 +93,10 @@ class Shadow:
             return
         for future, members in sent:
             future.add_done_callback(partial(self._confirmed, len(members)))
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._sizes.pop(task, None)
 
     def _confirmed(self, count: int, future: asyncio.Future[Any]) -> None:
         error = delivery_error(self.topic, future)

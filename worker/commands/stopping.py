@@ -1,0 +1,96 @@
+"""Stops that never hang: a signal before the command is ready is kept, and a stop that overruns is ended loudly.
+
+`EARLY` catches SIGTERM and SIGINT from the first line of `main`, before the heavy imports (torch,
+transformers, aiokafka) and before a command installs its own handlers: the signal is remembered and the
+command stops at its first chance (exit 0, nothing consumed), instead of the process dying of it mid-import.
+
+`StopDeadline` is armed by the first stop request (a signal, or the demo's own stop). Past
+NOTIF_SHUTDOWN_TIMEOUT_S plus `EXIT_SLACK_S` for the interpreter to exit, a daemon timer thread (it runs
+even when the event loop or the interpreter's exit is stuck) logs which stage did not finish and which
+threads are alive, writes every thread's stack to stderr (faulthandler) and ends the process with
+`EXIT_HUNG`.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+EXIT_HUNG = 3
+EXIT_SLACK_S = 2.0  # after the stop's own bound: the interpreter's exit (joining threads, closing files)
+
+class EarlySignals:
+    """SIGTERM/SIGINT received before a command installed its handlers: remembered, never fatal."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._remember)
+
+    def restore(self) -> None:
+        """Python's own handlers again (for commands that do not handle stops themselves)."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _remember(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+
+
+EARLY = EarlySignals()  # one per process, as signal handlers are
+
+
+class StopDeadline:
+    """Ends a stop that takes longer than ``timeout_s`` (plus the exit slack): stacks, the stage, exit 3."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._stage = "not stopping"
+        self._armed_at: float | None = None
+        self._timer: threading.Timer | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self._timer is not None
+
+    def arm(self, stage: str) -> None:
+        """Start the clock (once; later calls only name the stage)."""
+        self._stage = stage
+        if self._timer is not None:
+            return
+        self._armed_at = time.monotonic()
+        self._timer = threading.Timer(self.timeout_s + EXIT_SLACK_S, self._fire)
+        self._timer.name = "notif-stop-deadline"
+        self._timer.daemon = True
+        self._timer.start()
+
+    def stage(self, name: str) -> None:
+        """Name what the stop is doing now (reported if it does not finish)."""
+        self._stage = name
+
+    def cancel(self) -> None:
+        """For callers that run a stop in-process and finish it (tests, benches): no exit."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        threads = [f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()]
+        waited = time.monotonic() - (self._armed_at or time.monotonic())
+        print(f"notif-worker: the stop did not finish within {self.timeout_s:g}s (+{EXIT_SLACK_S:g}s to exit); "
+              f"stuck at: {self._stage}; threads: {', '.join(threads)}; every thread's stack follows",
+              file=sys.stderr, flush=True)
+        import structlog  # here: this module is imported before anything else, so it imports next to nothing
+
+        structlog.get_logger("worker.stopping").error(
+            "stop_deadline_exceeded", stage=self._stage, waited_s=round(waited, 1), threads=threads,
+            timeout_s=self.timeout_s)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(EXIT_HUNG)
