@@ -26,6 +26,7 @@ from worker.contract import (
     notification_from_fields,
     parse_answer,
 )
+from worker.envelopes.read import notification_from_object
 
 # The contract's user-message labels, in the order render_user_message writes them.
 FIELD_OF_LABEL = {"App": "app", "From": "sender", "Title": "title", "Body": "body"}
@@ -123,8 +124,8 @@ def parse_flat(record: dict[str, Any]) -> Example:
     if isinstance(priority, bool) or priority not in PRIORITIES:
         raise LineError(f"priority must be the integer 1, 2 or 3, got {priority!r}")
     fields = {key: value for key, value in record.items() if key not in ("folder", "priority")}
-    try:
-        notification = notification_from_fields(fields)
+    try:  # any envelope the worker reads (FCM, APNs, Android, CloudEvents, ...): exported notifications train as is
+        _, notification = notification_from_object(fields)
     except InvalidNotification as exc:
         raise LineError(exc.message) from exc
     return Example(notification, folder, int(priority))

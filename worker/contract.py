@@ -66,6 +66,8 @@ RejectReason = Literal[
     "wrong_type",
     "missing_text",
     "undecodable",
+    "unsupported_schema",  # a schema-registry frame around Avro or Protobuf (worker/envelopes/framing.py)
+    "binary_payload",  # bytes that start with a control byte: not text, not framed
 ]
 REJECT_REASONS: tuple[str, ...] = RejectReason.__args__  # type: ignore[attr-defined]
 

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.envelopes.mapping import FieldMapping
+
 CONFIG = SettingsConfigDict(env_prefix="NOTIF_", extra="ignore", frozen=True)
 
 
@@ -63,6 +65,11 @@ class IntakeSettings(BaseSettings):
     max_key_bytes: int = Field(4096, ge=16, description="Larger record keys are dead-lettered (`too_large`).")
     max_header_bytes: int = Field(
         32768, ge=64, description="Records whose header names and values add up to more go to the DLQ (`too_large`)."
+    )
+    input_fields: str | None = Field(
+        None, description="A user's own envelope: a JSON object mapping notification fields (title, body, app, "
+        "sender, id, timestamp) to JSON Pointers into the input object, e.g. `{\"title\": \"/payload/subject\", "
+        "\"body\": \"/payload/text\"}`; tried before the known envelopes. Empty: detection only."
     )
     max_in_flight: int = Field(
         512, ge=1, description="Most messages in flight (consumed, output not yet acknowledged); at it, intake pauses."
@@ -214,6 +221,12 @@ class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings
 
     model_config = CONFIG
 
+    @field_validator("input_fields", mode="after")
+    @classmethod
+    def _input_fields_parse(cls, value: str | None) -> str | None:
+        FieldMapping.parse(value)  # a FieldMappingError (a ValueError) names the field that does not parse
+        return value
+
     @model_validator(mode="after")
     def _exactly_once_needs_idempotence(self) -> Settings:
         if self.delivery == "exactly_once" and not self.producer_idempotence:
@@ -231,8 +244,8 @@ class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings
             raise ValueError("NOTIF_SHADOW_ADAPTER needs NOTIF_MERGE_ADAPTER=false (a merged base has one adapter)")
         return self
 
-    @field_validator("adapter", "transactional_id_prefix", "sasl_username", "ssl_cafile", "ssl_certfile",
-                     "ssl_keyfile", "review_topic", "shadow_adapter", "shadow_topic", mode="before")
+    @field_validator("adapter", "transactional_id_prefix", "input_fields", "sasl_username", "ssl_cafile",
+                     "ssl_certfile", "ssl_keyfile", "review_topic", "shadow_adapter", "shadow_topic", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -24,6 +24,7 @@ from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import ConsumerRecord
+from confluent_kafka import Consumer, Producer
 
 from tests.support import subprocess_env
 from worker.dev.broker import create_topics_async, free_port
@@ -319,3 +320,32 @@ class WorkerProcess:
 
 async def _done(process: subprocess.Popen[bytes]) -> bool:
     return process.poll() is not None
+
+
+def librdkafka_produce(bootstrap: str, topic: str, codec: str, ids: list[str], *, idempotent: bool,
+                       values: Sequence[tuple[bytes, Sequence[tuple[str, bytes]]]] | None = None) -> None:
+    """Write notifications the way most producers in the field do: librdkafka, compressed batches. ``values``:
+    (value, headers) per id instead of a flat notification."""
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 20,
+                         "enable.idempotence": idempotent})
+    for index, notification_id in enumerate(ids):
+        value, headers = (values[index] if values is not None else (json.dumps(
+            {"id": notification_id, "title": "Build failed", "body": f"pipeline {notification_id}"}).encode(), []))
+        producer.produce(topic, key=notification_id.encode(), value=value, headers=list(headers))
+    assert producer.flush(30) == 0, "librdkafka did not deliver everything"
+
+
+def librdkafka_read(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[dict[str, object]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    seen: list[dict[str, object]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                seen.append(json.loads(message.value() or b"null"))
+    finally:
+        consumer.close()
+    return seen

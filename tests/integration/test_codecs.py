@@ -11,15 +11,13 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiokafka.structs import TopicPartition
-from confluent_kafka import Consumer, Producer
 
-from tests.integration.kafka_helpers import Topics, read_all
+from tests.integration.kafka_helpers import Topics, librdkafka_produce, librdkafka_read, read_all
 from tests.integration.pipeline_helpers import running_worker, settings_for
 from tests.support import subprocess_env
 from worker.stream.kafka.codecs import CODECS, check_codecs
@@ -30,32 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 PER_CODEC = 20
 CODEC_BITS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
-
-
-def librdkafka_produce(bootstrap: str, topic: str, codec: str, ids: list[str], *, idempotent: bool) -> None:
-    """Write notifications the way most producers in the field do: librdkafka, compressed batches."""
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 20,
-                         "enable.idempotence": idempotent})
-    for notification_id in ids:
-        value = json.dumps({"id": notification_id, "title": "Build failed", "body": f"pipeline {notification_id}"})
-        producer.produce(topic, key=notification_id.encode(), value=value.encode())
-    assert producer.flush(30) == 0, "librdkafka did not deliver everything"
-
-
-def librdkafka_read(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[dict[str, object]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    seen: list[dict[str, object]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(seen) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                seen.append(json.loads(message.value() or b"null"))
-    finally:
-        consumer.close()
-    return seen
 
 
 def test_every_codec_round_trips_here() -> None:

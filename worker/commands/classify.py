@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.commands.flags import add_model_flags, settings_from_args
-from worker.contract import InvalidNotification, Notification, decode_notification
+from worker.contract import InvalidNotification, Notification
+from worker.envelopes.read import read_notification
 from worker.protocol import NotificationClassifier, classify_ahead
 
 CHUNK = 256  # lines read per classify() call: bounds memory, keeps the progress bar moving
@@ -97,9 +98,11 @@ def _decode(chunk: list[tuple[int, bytes]], summary: Summary, max_bytes: int
     numbered: Numbered = []
     for lineno, raw in chunk:
         summary.lines += 1
-        try:
-            numbered.append((lineno, decode_notification(raw, max_bytes=max_bytes)))
-        except InvalidNotification as exc:
+        read = read_notification(raw, max_bytes=max_bytes)
+        if read.notification is not None:
+            numbered.append((lineno, read.notification))
+        else:
+            exc = read.error or InvalidNotification("undecodable", "no notification")
             summary.rejected += 1
             summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
             print(f"line {lineno}: rejected ({exc.reason}): {exc.message}", file=sys.stderr)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from worker.envelopes.read import ENVELOPES
+
 # About 1 ms to 30 s: an end-to-end latency covers both a warm batch and a stalled one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -28,6 +30,10 @@ class Metrics:
         self.parse_failures = Counter(
             "notif_parse_failures", "Generated answers that failed strict JSON parsing (fell back to scoring).",
             registry=registry,
+        )
+        self.input_envelopes = Counter(
+            "notif_input_envelopes", "Input records by the envelope they came in (flat, text, fcm_v1, cloudevents, "
+            "..., invalid).", ["envelope"], registry=registry,
         )
         self.dead_letters = Counter(
             "notif_dead_letters", "Messages sent to the dead-letter topic, by reason.", ["reason"],
@@ -128,6 +134,8 @@ class Metrics:
         for decision in ("folder", "priority"):
             for agree in ("true", "false"):
                 self.shadow_agreement.labels(decision=decision, agree=agree)
+        for envelope in ENVELOPES:
+            self.input_envelopes.labels(envelope=envelope)
         for stage in ("score", "publish", "shutdown"):
             self.shadow_failures.labels(stage=stage)
         self._model_labels: dict[str, str] = {}

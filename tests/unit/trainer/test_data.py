@@ -100,3 +100,21 @@ def test_label_mix() -> None:
                 for f, p in [("Work", 1), ("Work", 2), ("Alerts", 3), ("Personal", 1)]]
     mix = label_mix(examples)
     assert mix["folder"]["Work"] == 0.5 and mix["priority"]["1"] == 0.5 and mix["folder"]["Promotions"] == 0.0
+
+
+def test_exported_notifications_in_any_envelope_train_without_conversion(tmp_path: Path) -> None:
+    """The trainer reads its lines through the worker's envelope reader (worker/envelopes/read.py)."""
+    lines = [
+        {"message": {"notification": {"title": "Sale", "body": "50% off"}}, "folder": "Promotions", "priority": 1},
+        {"packageName": "com.whatsapp", "title": "Mum", "text": "call me", "bigText": "call me when you can",
+         "folder": "Personal", "priority": 2},
+        {"aps": {"alert": {"title": "Card used", "body": "$40"}}, "folder": "Alerts", "priority": 3},
+    ]
+    path = tmp_path / "exported.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    dataset = read_dataset(path)
+    assert dataset.problems == []
+    assert [(e.notification.title, e.notification.body, e.folder, e.priority) for e in dataset.examples] == [
+        ("Sale", "50% off", "Promotions", 1), ("Mum", "call me when you can", "Personal", 2),
+        ("Card used", "$40", "Alerts", 3)]
+    assert dataset.examples[1].notification.app == "com.whatsapp"

@@ -16,7 +16,8 @@ from contextlib import suppress
 import structlog
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from worker.contract import InvalidNotification, decode_notification
+from worker.envelopes.mapping import FieldMapping
+from worker.envelopes.read import ENVELOPES, read_notification
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier
@@ -66,6 +67,8 @@ class Intake:
         self._raw = RawFetcher(settings)  # reads what the consumer cannot decode; connects on first use
         self._to_count: list[Work] = []  # admitted, waiting for their token counts (in offset order)
         self._tokenizer: InferenceThread | None = None  # counts them off the event loop; started on first use
+        self._mapping = FieldMapping.parse(settings.input_fields)  # a user's own envelope (NOTIF_INPUT_FIELDS)
+        self._envelopes = {name: metrics.input_envelopes.labels(envelope=name) for name in ENVELOPES}
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
@@ -160,11 +163,13 @@ class Intake:
         if too_large is not None:
             self.outbox.submit([self.outbox.dead_letter(work, "too_large", too_large)])
             return
-        try:
-            work.notification = decode_notification(work.record.value, max_bytes=self.settings.max_message_bytes)
-        except InvalidNotification as exc:
-            self.outbox.submit([self.outbox.dead_letter(work, exc.reason, exc.message)])
+        read = read_notification(record.value, record.headers, max_bytes=settings.max_message_bytes,
+                                 mapping=self._mapping)
+        self._envelopes[read.envelope].inc()
+        if read.error is not None:
+            self.outbox.submit([self.outbox.dead_letter(work, read.error.reason, read.error.message)])
             return
+        work.notification = read.notification
         self._to_count.append(work)
 
     async def _count_and_queue(self) -> None:

@@ -1,0 +1,162 @@
+"""Every envelope the worker reads, what each field becomes, and that reading never raises (hypothesis)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.contract import Notification
+from worker.envelopes.mapping import FieldMapping, FieldMappingError
+from worker.envelopes.read import ENVELOPES, read_notification
+from worker.settings import Settings
+
+
+def read(value: Any, headers: list[tuple[str, bytes]] | None = None, **kwargs: Any) -> tuple[str, Notification]:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    result = read_notification(raw, headers or [], **kwargs)
+    assert result.error is None, result.error
+    assert result.notification is not None and result.envelope in ENVELOPES
+    return result.envelope, result.notification
+
+
+def fields(n: Notification) -> dict[str, str]:
+    return {k: v for k, v in n.model_dump().items() if v is not None}
+
+
+CASES: list[tuple[str, Any, str, dict[str, str]]] = [
+    ("flat", {"id": "n1", "app": "CI", "title": "Build failed", "body": "main is red", "sender": "ci",
+              "timestamp": "2026-12-04T01:00:00Z"}, "flat",
+     {"id": "n1", "app": "CI", "title": "Build failed", "body": "main is red", "sender": "ci",
+      "timestamp": "2026-12-04T01:00:00Z"}),
+    ("web push plain", {"title": "New comment", "body": "on your PR"}, "flat",
+     {"title": "New comment", "body": "on your PR"}),
+    ("fcm v1", {"message": {"token": "t", "name": "projects/p/messages/7",
+                            "notification": {"title": "Sale", "body": "50% off"}, "data": {"app": "Shop"}}},
+     "fcm_v1", {"title": "Sale", "body": "50% off", "app": "Shop", "id": "projects/p/messages/7"}),
+    ("fcm v1 android", {"message": {"android": {"notification": {"title": "T", "body": "B"}}}}, "fcm_v1",
+     {"title": "T", "body": "B"}),
+    ("fcm legacy", {"to": "tok", "notification": {"title": "Meeting", "body": "in 5 min"},
+                    "data": {"id": "m1", "sender": "Ann"}}, "fcm_legacy",
+     {"title": "Meeting", "body": "in 5 min", "id": "m1", "sender": "Ann"}),
+    ("fcm data only", {"data": {"title": "Card used", "body": "$40 at Shop", "id": "d1", "app": "Bank"}},
+     "fcm_data", {"title": "Card used", "body": "$40 at Shop", "id": "d1", "app": "Bank"}),
+    ("apns dict", {"aps": {"alert": {"title": "Mum", "subtitle": "Family", "body": "call me"}}}, "apns",
+     {"title": "Mum", "body": "Family\ncall me"}),
+    ("apns string", {"aps": {"alert": "Your code is 123456"}}, "apns", {"body": "Your code is 123456"}),
+    ("android", {"packageName": "com.whatsapp", "title": "Mum", "text": "call me",
+                 "bigText": "call me when you can", "subText": "Family"}, "android",
+     {"app": "com.whatsapp", "title": "Mum", "body": "call me when you can", "sender": "Family"}),
+    ("android text and other bigText", {"packageName": "p", "title": "T", "text": "one", "bigText": "two"},
+     "android", {"app": "p", "title": "T", "body": "one\ntwo"}),
+    ("android text only", {"packageName": "com.slack", "title": "#ops", "text": "deploy done"}, "android",
+     {"app": "com.slack", "title": "#ops", "body": "deploy done"}),
+    ("web push options", {"title": "Reminder", "options": {"body": "stand-up", "tag": "r1"}}, "webpush",
+     {"title": "Reminder", "body": "stand-up", "id": "r1"}),
+    ("web push notification", {"notification": {"title": "T", "body": "B"}}, "webpush", {"title": "T", "body": "B"}),
+    ("cloudevents structured", {"specversion": "1.0", "id": "e1", "source": "/github", "type": "pr",
+                                "time": "2026-12-04T01:00:00Z", "data": {"title": "PR", "body": "review"}},
+     "cloudevents", {"id": "e1", "app": "/github", "title": "PR", "body": "review",
+                     "timestamp": "2026-12-04T01:00:00Z"}),
+    ("cloudevents of fcm", {"specversion": "1.0", "id": "e2", "source": "s", "type": "t",
+                            "data": {"message": {"notification": {"title": "T", "body": "B"}}}},
+     "cloudevents", {"id": "e2", "app": "s", "title": "T", "body": "B"}),
+    ("cloudevents base64", {"specversion": "1.0", "id": "e3", "source": "s", "type": "t",
+                            "data_base64": base64.b64encode(b"plain text body").decode()},
+     "cloudevents", {"id": "e3", "app": "s", "body": "plain text body"}),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "envelope", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_each_envelope_gives_its_fields(name: str, value: Any, envelope: str, expected: dict[str, str]) -> None:
+    found, notification = read(value)
+    assert found == envelope
+    assert fields(notification) == expected
+
+
+def test_cloudevents_binary_mode_reads_the_value_and_the_ce_headers() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e9"), ("ce_source", b"/billing"),
+               ("ce_time", b"2026-12-04T02:00:00Z"), ("content-type", b"application/json")]
+    envelope, notification = read({"title": "Invoice", "body": "due"}, headers)
+    assert envelope == "cloudevents_binary"
+    assert fields(notification) == {"id": "e9", "app": "/billing", "title": "Invoice", "body": "due",
+                                    "timestamp": "2026-12-04T02:00:00Z"}
+    envelope, notification = read(b"plain body", headers)
+    assert envelope == "cloudevents_binary" and notification.body == "plain body"
+
+
+def frame(schema_id: int, payload: bytes) -> bytes:
+    return struct.pack(">bI", 0, schema_id) + payload
+
+
+def test_a_schema_registry_json_payload_is_unwrapped() -> None:
+    envelope, notification = read(frame(42, b'{"title": "Build failed", "body": "main"}'))
+    assert envelope == "schema_registry" and fields(notification) == {"title": "Build failed", "body": "main"}
+    envelope, notification = read(frame(42, json.dumps({"aps": {"alert": "hi"}}).encode()))
+    assert envelope == "apns" and notification.body == "hi"
+
+
+def test_a_schema_registry_avro_payload_is_rejected_naming_the_schema_id_never_read_as_text() -> None:
+    result = read_notification(frame(1234, b"\x02\x0cavro bytes"))
+    assert result.notification is None and result.error is not None
+    assert result.error.reason == "unsupported_schema" and "1234" in result.error.message
+
+
+def test_text_that_starts_with_a_control_byte_is_never_a_body() -> None:
+    result = read_notification(b"\x01\x02binary thing")
+    assert result.error is not None and result.error.reason == "binary_payload"
+    assert read(b"\tindented text")[1].body == "indented text"
+
+
+def test_plain_text_with_envelope_like_words_is_still_the_body() -> None:
+    assert read(b'he wrote "text": nothing') == ("text", Notification(body='he wrote "text": nothing'))
+
+
+def test_a_user_mapping_is_tried_first_and_falls_back_to_detection() -> None:
+    mapping = FieldMapping.parse('{"title": "/payload/subject", "body": "/payload/text", "id": "/meta/n"}')
+    value = {"payload": {"subject": "Outage", "text": "db down"}, "meta": {"n": 7}}
+    assert read(value, mapping=mapping) == ("mapped", Notification(title="Outage", body="db down", id="7"))
+    assert read({"title": "plain"}, mapping=mapping)[0] == "flat"  # nothing at the paths: detection
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ('{"title": "payload/subject"}', "'title'"),  # a JSON Pointer starts with /
+    ('{"headline": "/a"}', "'headline'"),
+    ('{"title": 3}', "'title'"),
+    ("not json", "not JSON"),
+    ('{"app": "/a"}', "title or body"),
+])
+def test_a_mapping_that_does_not_parse_stops_start_up_naming_the_field(text: str, names: str) -> None:
+    with pytest.raises(FieldMappingError, match=names):
+        FieldMapping.parse(text)
+    with pytest.raises(ValueError, match=names):
+        Settings(input_fields=text)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                max_size=5), max_leaves=25)
+KEYS = st.sampled_from(["title", "body", "text", "bigText", "packageName", "aps", "alert", "message", "data",
+                        "notification", "options", "specversion", "data_base64", "id", "source", "app"])
+OBJECTS = st.dictionaries(KEYS | st.text(max_size=8), JSON, max_size=6)
+HEADERS = st.lists(st.tuples(st.sampled_from(["ce_specversion", "ce_id", "ce_source", "x"]), st.binary(max_size=8)),
+                   max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OBJECTS, HEADERS)
+def test_any_json_object_gives_a_notification_or_a_rejection(obj: dict[str, Any], headers: list) -> None:
+    result = read_notification(json.dumps(obj).encode(), headers)
+    assert (result.notification is None) != (result.error is None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), HEADERS)
+def test_any_bytes_give_a_notification_or_a_rejection(raw: bytes, headers: list) -> None:
+    result = read_notification(raw, headers)
+    assert (result.notification is None) != (result.error is None)

@@ -1,0 +1,151 @@
+"""A record's value and headers in, a Notification (or a typed rejection) and its envelope's name out.
+
+One parse per record. The worker's own flat JSON and plain text take the contract's fast path
+(`decode_notification`, one pass of pydantic's parser) unless the bytes show a frame or an envelope's keys;
+everything else is parsed once with `json.loads` and handed to the one detector (shapes.py). CloudEvents
+wrap any of the shapes: structured (`specversion` and `data` in the object) or binary (`ce_*` headers,
+the value is the data); their `source`, `id` and `time` fill app, id and timestamp where the data has none.
+Reading never raises: every failure is an InvalidNotification with its reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.contract import (
+    InvalidNotification,
+    Notification,
+    decode_notification,
+    notification_from_fields,
+    too_deep,
+)
+from worker.envelopes.framing import unframe
+from worker.envelopes.mapping import FieldMapping
+from worker.envelopes.shapes import FLAT, Fields, detect
+
+TEXT = "text"
+ENVELOPES = ("flat", "text", "mapped", "schema_registry", "cloudevents", "cloudevents_binary", "fcm_v1", "fcm_legacy",
+             "fcm_data", "apns", "android", "webpush", "invalid")
+Headers = Sequence[tuple[str, bytes]]
+
+# The keys that make an object something other than the flat shape; bytes without any of them take the fast path.
+_MARKERS = re.compile(rb'"(?:message|aps|notification|options|packageName|bigText|text|data|data_base64'
+                      rb'|specversion)"\s*:')
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~0.3 us more, once per record
+class Read:
+    """What a record's value is: ``notification``, or ``error``; ``envelope`` names the shape found."""
+
+    envelope: str
+    notification: Notification | None = None
+    error: InvalidNotification | None = None
+
+
+def read_notification(raw: bytes | None, headers: Headers = (), *, max_bytes: int = 65536,
+                      mapping: FieldMapping | None = None) -> Read:
+    """Read one record's value (and its headers, for CloudEvents' binary mode); never raises."""
+    try:
+        envelope, notification = _read(raw, headers, max_bytes, mapping)
+    except InvalidNotification as exc:
+        return Read("invalid", error=exc)
+    except Exception as exc:  # anything a parser or a shape raises: the record is the problem, never the worker
+        return Read("invalid", error=InvalidNotification("undecodable", f"{type(exc).__name__}: {exc}"[:300]))
+    return Read(envelope, notification)
+
+
+def _read(raw: bytes | None, headers: Headers, max_bytes: int,
+          mapping: FieldMapping | None) -> tuple[str, Notification]:
+    if not raw:
+        raise InvalidNotification("empty", "the message value is empty")
+    if len(raw) > max_bytes:
+        raise InvalidNotification("too_large", f"the message is {len(raw)} bytes; the limit is {max_bytes}")
+    if headers and any(name == "ce_specversion" for name, _ in headers):
+        return _cloudevent_binary(raw, headers, max_bytes, mapping)
+    payload, schema_id = raw, None
+    if raw[0] < 32 or raw[0] == 127:  # a frame, or bytes that are not text (tab, newline, CR are: unframe says)
+        unframed = unframe(raw)
+        payload, schema_id = unframed.payload, unframed.schema_id
+    if mapping is None and schema_id is None and not _MARKERS.search(payload):
+        notification = decode_notification(payload, max_bytes=max_bytes)  # flat JSON or text: the fast path
+        return (FLAT if payload[:1] == b"{" or payload.lstrip()[:1] == b"{" else TEXT), notification
+    if payload.lstrip()[:1] not in (b"{", b"["):
+        return TEXT, decode_notification(payload, max_bytes=max_bytes)
+    envelope, notification = notification_from_object(_parse_object(payload), mapping)
+    return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification
+
+
+def _parse_object(payload: bytes) -> dict[str, Any]:
+    if too_deep(payload):
+        raise InvalidNotification("too_deep", "JSON nested too deep")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidNotification("invalid_utf8", f"not valid UTF-8 at byte {exc.start}") from exc
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidNotification("invalid_json", f"invalid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidNotification("not_an_object", f"JSON {type(value).__name__} is not a notification object")
+    return value
+
+
+def notification_from_object(obj: Mapping[str, Any], mapping: FieldMapping | None = None) -> tuple[str, Notification]:
+    """The envelope and Notification of a parsed JSON object (also the trainer's reader for JSONL lines).
+
+    A user's mapping is tried first; then CloudEvents' structured mode; then the shapes, most specific first.
+    """
+    if mapping is not None and (fields := mapping.fields(obj)) is not None:
+        return "mapped", notification_from_fields(fields)
+    if "specversion" in obj and ("data" in obj or "data_base64" in obj):
+        _, inner = _cloudevent_data(obj, mapping)
+        return "cloudevents", notification_from_fields(_with_event(inner, obj))
+    envelope, fields = detect(obj)
+    return envelope, notification_from_fields(fields)
+
+
+def _cloudevent_data(event: Mapping[str, Any], mapping: FieldMapping | None) -> tuple[str, Fields]:
+    data: Any = event.get("data")
+    if data is None and isinstance(event.get("data_base64"), str):
+        try:
+            data = base64.b64decode(event["data_base64"], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise InvalidNotification("undecodable", f"CloudEvent data_base64 is not base64 UTF-8 text: {exc}") from exc
+        if data.lstrip()[:1] == "{":
+            data = json.loads(data)
+    if isinstance(data, Mapping):
+        if mapping is not None and (fields := mapping.fields(data)) is not None:
+            return "mapped", fields
+        return detect(data)
+    if isinstance(data, str):
+        return TEXT, {"body": data}
+    raise InvalidNotification("missing_text", f"CloudEvent data is {type(data).__name__}, not an object or text")
+
+
+def _with_event(fields: Fields, attributes: Mapping[str, Any]) -> Fields:
+    """The event's own attributes where the data left a field empty: source -> app, id -> id, time -> timestamp."""
+    filled = dict(fields)
+    for field, attribute in (("app", "source"), ("id", "id"), ("timestamp", "time")):
+        if not filled.get(field) and isinstance(attributes.get(attribute), str):
+            filled[field] = attributes[attribute]
+    return filled
+
+
+def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int,
+                       mapping: FieldMapping | None) -> tuple[str, Notification]:
+    """CloudEvents' binary mode: the attributes are `ce_*` headers and the value is the event's data."""
+    attributes = {name[3:]: value.decode("utf-8", "replace") for name, value in headers
+                  if name.startswith("ce_") and value is not None}
+    payload = unframe(raw).payload
+    if payload.lstrip()[:1] == b"{":
+        _, fields = _cloudevent_data({"data": _parse_object(payload)}, mapping)
+    else:
+        fields = {"body": decode_notification(payload, max_bytes=max_bytes).body}
+    return "cloudevents_binary", notification_from_fields(_with_event(fields, attributes))

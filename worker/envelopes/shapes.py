@@ -1,0 +1,136 @@
+"""Each notification envelope, and the one place that decides which one an object is.
+
+A shape turns a parsed JSON object into the contract's fields (title, body, app, sender, id, timestamp) and
+names itself for the metric. Detection looks at keys only, most specific first; the worker's own flat JSON
+is the last resort. Where several fields could give the body (Android's text and bigText, Apple's subtitle
+and body) they are joined, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Fields = dict[str, Any]
+Shape = Callable[[Mapping[str, Any]], Fields | None]
+
+FLAT = "flat"
+FIELDS = ("id", "app", "title", "body", "sender", "timestamp")
+FCM_LEGACY_KEYS = frozenset({"to", "registration_ids", "condition", "collapse_key", "priority", "time_to_live",
+                             "data"})
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _scalar(value: Any) -> Any:
+    """Numbers become text (an id or a time sent as a number); everything else is the contract's to judge."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _first(*values: Any) -> Any:
+    return next((_scalar(value) for value in values if value not in (None, "")), None)
+
+
+def _join(*parts: Any) -> Any:
+    """Non-empty text parts joined by a newline; a part that is not text is handed on for the contract to reject."""
+    texts = [part for part in parts if part not in (None, "")]
+    if any(not isinstance(part, str) for part in texts):
+        return next(part for part in texts if not isinstance(part, str))
+    return "\n".join(texts) or None
+
+
+def fcm_v1(obj: Mapping[str, Any]) -> Fields | None:
+    """Firebase Cloud Messaging HTTP v1: {"message": {"notification": {...}, "android": {...}, "data": {...}}}."""
+    message = obj.get("message")
+    if not isinstance(message, Mapping):
+        return None
+    shown, android = _object(message.get("notification")), _object(_object(message.get("android")).get("notification"))
+    data, apns = _object(message.get("data")), _object(_object(_object(message.get("apns")).get("payload")).get("aps"))
+    alert = _object(apns.get("alert"))
+    return {"title": _first(shown.get("title"), android.get("title"), data.get("title"), alert.get("title")),
+            "body": _first(shown.get("body"), android.get("body"), data.get("body"), alert.get("body")),
+            "app": _first(data.get("app")), "sender": _first(data.get("sender")),
+            "id": _first(data.get("id"), message.get("name")), "timestamp": _first(data.get("timestamp"))}
+
+
+def notification_object(obj: Mapping[str, Any]) -> Fields | None:
+    """FCM legacy ({"notification": ..., "data": ..., "to": ...}) and Web Push's {"notification": {...}}."""
+    shown = obj.get("notification")
+    if not isinstance(shown, Mapping):
+        return None
+    data = _object(obj.get("data"))
+    return {"title": _first(shown.get("title")), "body": _first(shown.get("body"), data.get("body")),
+            "app": _first(data.get("app")), "sender": _first(data.get("sender")),
+            "id": _first(data.get("id"), shown.get("tag")), "timestamp": _first(data.get("timestamp"))}
+
+
+def fcm_data(obj: Mapping[str, Any]) -> Fields | None:
+    """An FCM data-only message: {"data": {"title": ..., "body": ...}} (all values strings)."""
+    data = obj.get("data")
+    if not isinstance(data, Mapping) or not ("title" in data or "body" in data):
+        return None
+    return {field: _first(data.get(field)) for field in FIELDS}
+
+
+def apns(obj: Mapping[str, Any]) -> Fields | None:
+    """Apple Push: {"aps": {"alert": {"title", "subtitle", "body"}}} or {"aps": {"alert": "text"}}.
+
+    The subtitle is the first line of the body (Apple shows it between the title and the body).
+    """
+    aps = obj.get("aps")
+    if not isinstance(aps, Mapping):
+        return None
+    alert = aps.get("alert")
+    if not isinstance(alert, Mapping):
+        return {"body": _first(alert), "id": _first(obj.get("id")), "app": _first(obj.get("app"))}
+    return {"title": _first(alert.get("title")), "body": _join(alert.get("subtitle"), alert.get("body")),
+            "id": _first(obj.get("id")), "app": _first(obj.get("app")), "sender": _first(obj.get("sender"))}
+
+
+def android(obj: Mapping[str, Any]) -> Fields | None:
+    """Android's notification listener: {packageName, title, text, subText, bigText}.
+
+    packageName is the app; bigText (the expanded text) is the body, with text first when bigText does not
+    already hold it; subText (an account or a conversation summary) is the sender.
+    """
+    if "packageName" not in obj and "bigText" not in obj and "text" not in obj:
+        return None
+    text, big = obj.get("text"), obj.get("bigText")
+    body = big if isinstance(big, str) and isinstance(text, str) and text in big else _join(text, big)
+    return {"app": _first(obj.get("packageName"), obj.get("app")), "title": _first(obj.get("title")),
+            "body": body, "sender": _first(obj.get("subText"), obj.get("sender")),
+            "id": _first(obj.get("id"), obj.get("key")), "timestamp": _first(obj.get("postTime"), obj.get("when"))}
+
+
+def webpush_options(obj: Mapping[str, Any]) -> Fields | None:
+    """Web Push in the Notification API's constructor shape: {"title", "options": {"body", "tag", ...}}."""
+    options = obj.get("options")
+    if not isinstance(options, Mapping):
+        return None
+    return {"title": _first(obj.get("title")), "body": _first(options.get("body")),
+            "id": _first(options.get("tag"), obj.get("id")), "app": _first(obj.get("app")),
+            "timestamp": _first(options.get("timestamp"))}
+
+
+def flat(obj: Mapping[str, Any]) -> Fields:
+    """The worker's own shape (and Web Push's plain {"title", "body"}): the fields as they are."""
+    return {field: obj.get(field) for field in FIELDS if field in obj}
+
+
+def detect(obj: Mapping[str, Any]) -> tuple[str, Fields]:
+    """The envelope of a JSON object (by its keys, most specific first) and the fields it gives."""
+    if isinstance(obj.get("message"), Mapping) and (fields := fcm_v1(obj)) is not None:
+        return "fcm_v1", fields
+    if "aps" in obj and (fields := apns(obj)) is not None:
+        return "apns", fields
+    if "notification" in obj and (fields := notification_object(obj)) is not None:
+        return ("fcm_legacy" if FCM_LEGACY_KEYS & obj.keys() else "webpush"), fields
+    if "options" in obj and (fields := webpush_options(obj)) is not None:
+        return "webpush", fields
+    if ("packageName" in obj or "bigText" in obj or "text" in obj) and (fields := android(obj)) is not None:
+        return "android", fields
+    if "data" in obj and "title" not in obj and "body" not in obj and (fields := fcm_data(obj)) is not None:
+        return "fcm_data", fields
+    return FLAT, flat(obj)
