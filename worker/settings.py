@@ -38,6 +38,14 @@ class KafkaSettings(BaseSettings):
     ssl_cafile: str | None = Field(None, description="CA bundle for TLS.")
     ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
+    group_instance_id: str | None = Field(
+        None, description="Static membership (KIP-345): a stable id per replica (a StatefulSet pod's name). A "
+        "restart within the session timeout keeps its partitions without a rebalance (docs/DEPLOY.md says when)."
+    )
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        "read_committed", description="Kafka isolation.level of the consumer: read_committed never classifies "
+        "records a transactional producer aborted."
+    )
     session_timeout_ms: int = Field(
         10000, ge=1000, description="Kafka session.timeout.ms: heartbeats missed this long cost membership."
     )
@@ -133,6 +141,15 @@ class OutputSettings(BaseSettings):
     )
     producer_idempotence: bool = Field(
         True, description="Idempotent producer (set false for brokers without it, e.g. Tansu in tests)."
+    )
+    output_format: Literal["result", "enriched"] = Field(
+        "result", description="`result`: the classification record. `enriched`: the input's own JSON object with "
+        "the classification added under `notif_triage` (plain text wrapped as `{\"text\": ...}`), so a router "
+        "needs no join."
+    )
+    propagate_headers: str = Field(
+        "traceparent,tracestate,baggage", description="Input headers (comma-separated, any case) copied onto the "
+        "result, review and shadow records; dead letters keep every input header. Empty: none."
     )
     output_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "zstd", description="Compression of every record batch the worker produces (results, dead letters, review, "
@@ -244,8 +261,9 @@ class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings
             raise ValueError("NOTIF_SHADOW_ADAPTER needs NOTIF_MERGE_ADAPTER=false (a merged base has one adapter)")
         return self
 
-    @field_validator("adapter", "transactional_id_prefix", "input_fields", "sasl_username", "ssl_cafile",
-                     "ssl_certfile", "ssl_keyfile", "review_topic", "shadow_adapter", "shadow_topic", mode="before")
+    @field_validator("adapter", "transactional_id_prefix", "input_fields", "group_instance_id", "sasl_username",
+                     "ssl_cafile", "ssl_certfile", "ssl_keyfile", "review_topic", "shadow_adapter", "shadow_topic",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -50,7 +50,7 @@ def test_tiny_model_beats_the_majority_class(tokenizer_dir: Path, tmp_path: Path
     write_split(tmp_path / "data", n=TRAIN + TEST, seed=7, train_size=TRAIN)
     config = TrainConfig(model=str(model), data=str(tmp_path / "data" / "train.jsonl"),
                          out=str(tmp_path / "adapter"), quantization="none", device="cpu", epochs=1,
-                         batch_size=8, grad_accum=1, lr=1e-2, warmup_ratio=0.05, log_every=100)
+                         batch_size=8, grad_accum=1, lr=5e-3, warmup_ratio=0.05, log_every=100)
     summary = train(config.check(), progress=False)
 
     train_set = read_dataset(tmp_path / "data" / "train.jsonl").examples

@@ -46,22 +46,28 @@ class Read:
     envelope: str
     notification: Notification | None = None
     error: InvalidNotification | None = None
+    source: dict[str, Any] | str | None = None  # with keep_source: the input's own object (or its text)
 
 
 def read_notification(raw: bytes | None, headers: Headers = (), *, max_bytes: int = 65536,
-                      mapping: FieldMapping | None = None) -> Read:
-    """Read one record's value (and its headers, for CloudEvents' binary mode); never raises."""
+                      mapping: FieldMapping | None = None, keep_source: bool = False) -> Read:
+    """Read one record's value (and its headers, for CloudEvents' binary mode); never raises.
+
+    ``keep_source``: also return the input's own JSON object (or its text), parsed once, for enriched output.
+    """
+    kept: list[Any] = [] if keep_source else None  # type: ignore[assignment]
     try:
-        envelope, notification = _read(raw, headers, max_bytes, mapping)
+        envelope, notification = _read(raw, headers, max_bytes, mapping, kept)
     except InvalidNotification as exc:
         return Read("invalid", error=exc)
     except Exception as exc:  # anything a parser or a shape raises: the record is the problem, never the worker
         return Read("invalid", error=InvalidNotification("undecodable", f"{type(exc).__name__}: {exc}"[:300]))
-    return Read(envelope, notification)
+    source = kept[0] if kept else (notification.body if keep_source and envelope == TEXT else None)
+    return Read(envelope, notification, source=source)
 
 
-def _read(raw: bytes | None, headers: Headers, max_bytes: int,
-          mapping: FieldMapping | None) -> tuple[str, Notification]:
+def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
+          kept: list[Any] | None) -> tuple[str, Notification]:
     if not raw:
         raise InvalidNotification("empty", "the message value is empty")
     if len(raw) > max_bytes:
@@ -72,12 +78,15 @@ def _read(raw: bytes | None, headers: Headers, max_bytes: int,
     if raw[0] < 32 or raw[0] == 127:  # a frame, or bytes that are not text (tab, newline, CR are: unframe says)
         unframed = unframe(raw)
         payload, schema_id = unframed.payload, unframed.schema_id
-    if mapping is None and schema_id is None and not _MARKERS.search(payload):
+    if mapping is None and schema_id is None and kept is None and not _MARKERS.search(payload):
         notification = decode_notification(payload, max_bytes=max_bytes)  # flat JSON or text: the fast path
         return (FLAT if payload[:1] == b"{" or payload.lstrip()[:1] == b"{" else TEXT), notification
     if payload.lstrip()[:1] not in (b"{", b"["):
         return TEXT, decode_notification(payload, max_bytes=max_bytes)
-    envelope, notification = notification_from_object(_parse_object(payload), mapping)
+    obj = _parse_object(payload)
+    if kept is not None:
+        kept.append(obj)
+    envelope, notification = notification_from_object(obj, mapping)
     return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification
 
 

@@ -23,9 +23,9 @@ from worker.observe.metrics import Metrics
 from worker.settings import Settings
 from worker.stream.flow.offsets import PartitionOffsets
 from worker.stream.flow.publish_policy import DEAD_LETTER, Halt, Replace, decide
-from worker.stream.flow.records import dead_letter_headers, result_key
+from worker.stream.flow.records import dead_letter_headers, enriched_value, header_names, propagated, result_key
 from worker.stream.flow.review import review_reason, review_value
-from worker.stream.flow.transaction_gate import TransactionGate
+from worker.stream.flow.transaction_gate import TransactionGates
 from worker.stream.flow.work import Delivery, Work
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.kafka.errors import PublishFailed, TransactionFailed, backoff_s, delivery_error
@@ -56,10 +56,12 @@ class Outbox:
         # handed to the producer, not yet acknowledged: (topic, when), so a stall inside the producer shows
         self._unconfirmed: dict[asyncio.Future[Any], tuple[str, float]] = {}
         self._classified: dict[tuple[str, int], Any] = {}
+        self._propagate = header_names(settings.propagate_headers)  # copied onto results and review records
+        self._enriched = settings.output_format == "enriched"
         self._failure: asyncio.Future[None] | None = None
         # exactly-once: each input partition's gate into its open transaction (worker/stream/flow/transaction_gate.py)
-        self._gates: dict[PartitionOffsets, TransactionGate[Delivery]] | None = (
-            {} if settings.delivery == "exactly_once" else None)
+        self._gates: TransactionGates[Delivery] | None = (
+            TransactionGates() if settings.delivery == "exactly_once" else None)
 
     def failure(self) -> asyncio.Future[None]:
         """Fails with the first unexpected exception of a hand-over or redelivery task (the supervisor waits on it)."""
@@ -70,7 +72,7 @@ class Outbox:
     # --- messages ----------------------------------------------------------------------------------------
 
     def result(self, work: Work, result: ClassificationResult) -> list[Delivery]:
-        """The result's message, and its review record when it needs a person (see worker/stream/flow/review.py)."""
+        """The result's message, and its review record when it needs a person (worker/stream/flow/review.py)."""
         if result.decoding == "generate_fallback":
             self.metrics.parse_failures.inc()
         assert work.notification is not None
@@ -80,8 +82,8 @@ class Outbox:
             return [self._result(work, result, key)]
         result = result.model_copy(update={"review": True})
         work.pending += 1
-        review = Delivery(work, self.settings.review_topic or "", key, review_value(result, work.notification), [],
-                          self.metrics.reviews.labels(reason=reason))
+        review = Delivery(work, self.settings.review_topic or "", key, review_value(result, work.notification),
+                          propagated(work.record.headers, self._propagate), self.metrics.reviews.labels(reason=reason))
         return [self._result(work, result, key), review]
 
     def _result(self, work: Work, result: ClassificationResult, key: bytes | None) -> Delivery:
@@ -90,8 +92,10 @@ class Outbox:
             counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
             self._classified[(result.folder, result.priority)] = counter
         timestamp = work.record.timestamp
-        return Delivery(work, self.settings.output_topic, key, result.to_json_bytes(), [], counter,
-                        timestamp if timestamp >= 0 else None)
+        value = (enriched_value(work.source, result.model_dump(mode="json")) if self._enriched
+                 else result.to_json_bytes())
+        return Delivery(work, self.settings.output_topic, key, value, propagated(work.record.headers, self._propagate),
+                        counter, timestamp if timestamp >= 0 else None)
 
     def dead_letter(self, work: Work, reason: str, message: str) -> Delivery:
         record = work.record
@@ -130,28 +134,22 @@ class Outbox:
         while self._queued:
             deliveries, self._queued = self._queued, []
             if self._gates is not None:
-                deliveries = [d for d in deliveries if self._gate(d.work.state).admit(d.work.record.offset, d)]
+                gates = self._gates
+                deliveries = [d for d in deliveries if gates.gate(d.work.state).admit(d.work.record.offset, d)]
             await self._send_all(deliveries)
 
     # --- exactly-once: one transaction per input partition ------------------------------------------------
 
-    def _gate(self, state: PartitionOffsets) -> TransactionGate[Delivery]:
-        assert self._gates is not None
-        gate = self._gates.get(state)
-        if gate is None:
-            gate = self._gates[state] = TransactionGate()
-        return gate
-
     def close_transaction(self, state: PartitionOffsets) -> int | None:
         """Close the partition's transaction at the highest input offset handed over; None: nothing in it."""
-        return self._gate(state).close()
+        assert self._gates is not None
+        return self._gates.gate(state).close()
 
     def reopen_transaction(self, state: PartitionOffsets, *, committed: bool) -> None:
         """Open the partition's transaction again (the next one when ``committed``): what waited is handed over."""
-        waiting = self._gate(state).reopen(committed)
-        if state.closed and self._gates is not None:
-            del self._gates[state]
-        elif waiting:
+        assert self._gates is not None
+        waiting = self._gates.reopen(state, committed=committed, closed=state.closed)
+        if waiting and not state.closed:
             self._queued[:0] = waiting
             self.submit([])
 

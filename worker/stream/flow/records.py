@@ -19,7 +19,9 @@ it and without the input's headers, adding:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from worker.contract import Notification
 
@@ -75,3 +77,26 @@ def dead_letter_headers(
         (OFFSET_HEADER, str(offset)),
     ]
     return kept + [(name, value.encode("utf-8")) for name, value in ours]
+
+
+ENRICHED_KEY = "notif_triage"  # NOTIF_OUTPUT_FORMAT=enriched: where the classification goes in the input's object
+
+
+def header_names(setting: str) -> frozenset[str]:
+    """NOTIF_PROPAGATE_HEADERS as lower-case names (header names compare case-insensitively, as W3C's do)."""
+    return frozenset(name.strip().lower() for name in setting.split(",") if name.strip())
+
+
+def propagated(headers: Sequence[tuple[str, bytes]], names: frozenset[str]) -> list[tuple[str, bytes]]:
+    """The input's headers a result carries on (trace context by default), in their order."""
+    if not headers or not names:
+        return []
+    return [(name, value) for name, value in headers if name.lower() in names]
+
+
+def enriched_value(source: dict[str, Any] | str | None, result: dict[str, Any]) -> bytes:
+    """The input's own object with the classification under ENRICHED_KEY (an input's own key of that name is
+    replaced); plain text becomes {"text": ...}."""
+    base: dict[str, Any] = dict(source) if isinstance(source, dict) else {"text": source or ""}
+    base[ENRICHED_KEY] = result
+    return json.dumps(base, ensure_ascii=False).encode("utf-8")

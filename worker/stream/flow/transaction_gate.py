@@ -44,3 +44,23 @@ class TransactionGate(Generic[T]):
         self.limit = None
         waiting, self.waiting = self.waiting, []
         return waiting
+
+
+class TransactionGates(Generic[T]):
+    """The gate of every input partition, keyed by its offset bookkeeping (a new assignment, a new gate)."""
+
+    def __init__(self) -> None:
+        self._gates: dict[object, TransactionGate[T]] = {}
+
+    def gate(self, partition: object) -> TransactionGate[T]:
+        found = self._gates.get(partition)
+        if found is None:
+            found = self._gates[partition] = TransactionGate()
+        return found
+
+    def reopen(self, partition: object, *, committed: bool, closed: bool) -> list[T]:
+        """Reopen the partition's gate; a partition given up (``closed``) forgets it. Returns what waited."""
+        waiting = self.gate(partition).reopen(committed)
+        if closed:
+            del self._gates[partition]
+        return waiting

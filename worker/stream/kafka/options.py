@@ -63,6 +63,8 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        "isolation_level": settings.isolation_level,
+        **({"group_instance_id": settings.group_instance_id} if settings.group_instance_id else {}),
     }
 
 

@@ -12,6 +12,7 @@ from worker.observe.metrics import Metrics
 from worker.protocol import NotificationClassifier, ShadowClassifier, SwappableClassifier
 from worker.settings import Settings
 from worker.stream.flow.model_calls import InferenceThread
+from worker.stream.flow.records import header_names
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.lifecycle.adapter_watch import AdapterWatcher
 from worker.stream.lifecycle.shadow import Shadow
@@ -42,4 +43,4 @@ def shadow(settings: Settings, thread: InferenceThread, classifier: Notification
     if not isinstance(classifier, ShadowClassifier):
         log.warning("shadow_unavailable", classifier=classifier.name)
         return None
-    return Shadow(settings.shadow_topic, thread, classifier, kafka, metrics)
+    return Shadow(settings.shadow_topic, thread, classifier, kafka, metrics, header_names(settings.propagate_headers))

@@ -19,7 +19,7 @@ from worker.contract import ClassificationResult
 from worker.observe.metrics import Metrics
 from worker.protocol import ShadowClassifier
 from worker.stream.flow.model_calls import InferenceThread, describe
-from worker.stream.flow.records import result_key
+from worker.stream.flow.records import propagated, result_key
 from worker.stream.flow.work import Work
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.kafka.errors import delivery_error
@@ -31,8 +31,9 @@ class Shadow:
     """Scores served batches with the shadow adapter and publishes its answers, without blocking anything."""
 
     def __init__(self, topic: str, thread: InferenceThread, classifier: ShadowClassifier, kafka: KafkaClients,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, propagate: frozenset[str] = frozenset()) -> None:
         self.topic = topic
+        self._propagate = propagate  # the input headers its records carry (NOTIF_PROPAGATE_HEADERS)
         self.thread = thread
         self.classifier = classifier
         self.kafka = kafka
@@ -85,7 +86,8 @@ class Shadow:
             assert work.notification is not None
             self._agree["folder", shadow.folder == serving.folder].inc()
             self._agree["priority", shadow.priority == serving.priority].inc()
-            messages.append((result_key(work.record.key, work.notification), shadow.to_json_bytes(), []))
+            messages.append((result_key(work.record.key, work.notification), shadow.to_json_bytes(),
+                             propagated(work.record.headers, self._propagate)))
         try:
             sent = await self.kafka.send_batches(self.topic, messages)
         except Exception as exc:  # best effort by design: whatever stops the shadow must not reach the stream

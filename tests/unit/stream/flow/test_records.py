@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 from worker.contract import Notification
-from worker.stream.flow.records import MAX_MESSAGE_CHARS, dead_letter_headers, oversize, result_key
+from worker.stream.flow.records import (
+    ENRICHED_KEY,
+    MAX_MESSAGE_CHARS,
+    dead_letter_headers,
+    enriched_value,
+    header_names,
+    oversize,
+    propagated,
+    result_key,
+)
 
 
 def test_result_key_prefers_the_input_key_then_the_id() -> None:
@@ -39,3 +50,19 @@ def test_oversize_names_the_key_or_the_headers_over_their_limit() -> None:
     assert oversize(b"k" * 17, [], max_key_bytes=16, max_header_bytes=64) == "the key is 17 bytes; the limit is 16"
     assert oversize(b"k", [("a", b"b" * 30), ("é", b"")], max_key_bytes=16, max_header_bytes=32) == (
         "the headers are 33 bytes; the limit is 32")
+
+
+def test_propagated_headers_are_the_named_ones_in_any_case_in_their_order() -> None:
+    names = header_names("traceparent, TraceState,baggage,")
+    assert names == {"traceparent", "tracestate", "baggage"}
+    headers = [("x-other", b"1"), ("Traceparent", b"00-abc-def-01"), ("baggage", b"k=v"), ("tracestate", b"s")]
+    assert propagated(headers, names) == [("Traceparent", b"00-abc-def-01"), ("baggage", b"k=v"), ("tracestate", b"s")]
+    assert propagated(headers, header_names("")) == [] and propagated([], names) == []
+
+
+def test_enriched_value_is_the_input_object_with_the_classification_under_one_key() -> None:
+    result = {"folder": "Work", "priority": 3}
+    source = {"message": {"notification": {"title": "T"}}, "notif_triage": "stale", "n": 1}
+    assert json.loads(enriched_value(source, result)) == {"message": {"notification": {"title": "T"}}, "n": 1,
+                                                          ENRICHED_KEY: result}
+    assert json.loads(enriched_value("plain text body", result)) == {"text": "plain text body", ENRICHED_KEY: result}

@@ -87,3 +87,17 @@ def test_partitions_for_keys_match_the_default_partitioner() -> None:
             assert partition in partitions
         else:
             assert partition == reference(key, partitions, partitions)
+
+
+def test_the_consumer_reads_committed_and_takes_a_static_member_id_when_given() -> None:
+    plain = consumer_options(Settings())
+    assert plain["isolation_level"] == "read_committed" and "group_instance_id" not in plain
+    static = consumer_options(Settings(group_instance_id="notif-worker-0", isolation_level="read_uncommitted"))
+    assert static["group_instance_id"] == "notif-worker-0" and static["isolation_level"] == "read_uncommitted"
+    assert "group_instance_id" not in consumer_options(Settings(group_instance_id=""))  # empty: not static
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_the_producer_compresses_with_the_output_codec(codec: str) -> None:
+    expected = None if codec == "none" else codec
+    assert producer_options(Settings(output_compression=codec))["compression_type"] == expected
