@@ -349,3 +349,19 @@ def librdkafka_read(bootstrap: str, topic: str, expected: int, timeout_s: float 
     finally:
         consumer.close()
     return seen
+
+
+async def alter_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Set topic configs (e.g. max.message.bytes) through the admin API (IncrementalAlterConfigs' older twin)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        await admin.close()
+    for answer in response:  # one response per broker asked
+        for resource in answer.resources:
+            assert resource[0] == 0, f"the broker refused the topic config {configs}: {resource}"

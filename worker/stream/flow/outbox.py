@@ -17,14 +17,12 @@ from typing import Any
 import structlog
 from aiokafka.structs import TopicPartition
 
-from worker.contract import ClassificationResult
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
+from worker.stream.flow.messages import Messages
 from worker.stream.flow.offsets import PartitionOffsets
-from worker.stream.flow.publish_policy import DEAD_LETTER, Halt, Replace, decide
-from worker.stream.flow.records import dead_letter_headers, enriched_value, header_names, propagated, result_key
-from worker.stream.flow.review import review_reason, review_value
+from worker.stream.flow.publish_policy import Halt, Replace, Retry, decide
 from worker.stream.flow.transaction_gate import TransactionGates
 from worker.stream.flow.work import Delivery, Work
 from worker.stream.kafka.clients import KafkaClients
@@ -35,14 +33,14 @@ OnHalt = Callable[[Work, str], None]
 log = structlog.get_logger("worker.outbox")
 
 
-class Outbox:
-    """Builds the messages for Work items, publishes them, and tells ``on_acked`` whenever offsets got done."""
+class Outbox(Messages):
+    """Builds the messages for Work items (worker/stream/flow/messages.py), publishes them, and tells
+    ``on_acked`` whenever offsets got done."""
 
     def __init__(self, settings: Settings, kafka: KafkaClients, metrics: Metrics, health: HealthState,
                  on_acked: Callable[[], None], on_halt: OnHalt) -> None:
-        self.settings = settings
+        super().__init__(settings, metrics)
         self.kafka = kafka
-        self.metrics = metrics
         self.health = health
         self._on_acked = on_acked
         self._on_halt = on_halt  # an input nothing can be published for: its partition must stop
@@ -55,9 +53,6 @@ class Outbox:
         self._tasks: set[asyncio.Task[None]] = set()  # the publisher, retries
         # handed to the producer, not yet acknowledged: (topic, when), so a stall inside the producer shows
         self._unconfirmed: dict[asyncio.Future[Any], tuple[str, float]] = {}
-        self._classified: dict[tuple[str, int], Any] = {}
-        self._propagate = header_names(settings.propagate_headers)  # copied onto results and review records
-        self._enriched = settings.output_format == "enriched"
         self._failure: asyncio.Future[None] | None = None
         # exactly-once: each input partition's gate into its open transaction (worker/stream/flow/transaction_gate.py)
         self._gates: TransactionGates[Delivery] | None = (
@@ -68,43 +63,6 @@ class Outbox:
         if self._failure is None:
             self._failure = asyncio.get_running_loop().create_future()
         return self._failure
-
-    # --- messages ----------------------------------------------------------------------------------------
-
-    def result(self, work: Work, result: ClassificationResult) -> list[Delivery]:
-        """The result's message, and its review record when it needs a person (worker/stream/flow/review.py)."""
-        if result.decoding == "generate_fallback":
-            self.metrics.parse_failures.inc()
-        assert work.notification is not None
-        key = result_key(work.record.key, work.notification)
-        reason = review_reason(result, self.settings.review_below) if self.settings.review_topic else None
-        if reason is None:
-            return [self._result(work, result, key)]
-        result = result.model_copy(update={"review": True})
-        work.pending += 1
-        review = Delivery(work, self.settings.review_topic or "", key, review_value(result, work.notification),
-                          propagated(work.record.headers, self._propagate), self.metrics.reviews.labels(reason=reason))
-        return [self._result(work, result, key), review]
-
-    def _result(self, work: Work, result: ClassificationResult, key: bytes | None) -> Delivery:
-        counter = self._classified.get((result.folder, result.priority))
-        if counter is None:  # labels() is slow enough to matter once per message: keep the children
-            counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
-            self._classified[(result.folder, result.priority)] = counter
-        timestamp = work.record.timestamp
-        value = (enriched_value(work.source, result.model_dump(mode="json")) if self._enriched
-                 else result.to_json_bytes())
-        return Delivery(work, self.settings.output_topic, key, value, propagated(work.record.headers, self._propagate),
-                        counter, timestamp if timestamp >= 0 else None)
-
-    def dead_letter(self, work: Work, reason: str, message: str) -> Delivery:
-        record = work.record
-        log.warning("dead_letter", reason=reason, message=message, topic=record.topic,
-                    partition=record.partition, offset=record.offset)
-        headers = dead_letter_headers(record.headers, reason=reason, message=message, topic=record.topic,
-                                      partition=record.partition, offset=record.offset)
-        return Delivery(work, self.settings.dlq_topic, record.key, record.value, headers,
-                        self.metrics.dead_letters.labels(reason=reason), kind=DEAD_LETTER)
 
     # --- hand-over ---------------------------------------------------------------------------------------
 
@@ -200,9 +158,10 @@ class Outbox:
         if error is not None and self._gates is not None and not error.before_sending:
             self._transaction_lost(topic, deliveries, error)
             return
-        if error is not None:
+        if error is not None:  # a batch refused whole for its size: each message first gets a chance alone
+            alone_first = error.refused == "too_large" and len(deliveries) > 1
             for delivery in deliveries:
-                self._redeliver_later(delivery, error)
+                self._redeliver_later(delivery, error, alone_first=alone_first)
             return
         self._acknowledged(deliveries)
 
@@ -217,18 +176,23 @@ class Outbox:
 
     # --- redelivery and acknowledgements -----------------------------------------------------------------
 
-    def _redeliver_later(self, delivery: Delivery, error: PublishFailed) -> None:
+    def _redeliver_later(self, delivery: Delivery, error: PublishFailed, *, alone_first: bool = False) -> None:
         if not delivery.work.state.closed:
-            self._track(asyncio.create_task(self._redeliver(delivery, error)))
+            self._track(asyncio.create_task(self._redeliver(delivery, error, alone_first)))
 
-    async def _redeliver(self, delivery: Delivery, error: PublishFailed) -> None:
-        """Follow the publish-error policy until the broker has a message for this input, or halt."""
+    async def _redeliver(self, delivery: Delivery, error: PublishFailed, alone_first: bool = False) -> None:
+        """Follow the publish-error policy until the broker has a message for this input, or halt.
+
+        ``alone_first``: the message was refused as part of a record batch over the topic's size limit; sent
+        alone it may fit, so that is tried before the policy judges it.
+        """
         key = id(asyncio.current_task())
         self._retrying[key] = (delivery.topic, time.monotonic())
         try:
             attempt = 0
             while not delivery.work.state.closed:
-                decision = decide(delivery, error, self.dead_letter)
+                decision = Retry() if alone_first else decide(delivery, error, self.dead_letter)
+                alone_first = False
                 if isinstance(decision, Halt):
                     self._on_halt(delivery.work, decision.reason)
                     return
@@ -236,9 +200,11 @@ class Outbox:
                     log.warning("publish_refused", topic=delivery.topic, error=str(error),
                                 instead=decision.delivery.kind, to=decision.delivery.topic)
                     delivery = decision.delivery
-                else:
+                elif attempt or error.retriable:  # (a first try alone goes at once)
                     attempt += 1
                     await self._back_off(delivery.topic, error, attempt)
+                else:
+                    attempt = 1
                 try:
                     await self.kafka.publish(delivery.topic, key=delivery.key, value=delivery.value,
                                              headers=delivery.headers, source=self._source(delivery))

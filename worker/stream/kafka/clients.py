@@ -191,8 +191,12 @@ class KafkaClients:
 
     async def publish(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers,
                       source: TopicPartition | None = None) -> None:
-        """Send one message and wait for the broker's acknowledgement."""
-        delivery = await self.send(topic, key=key, value=value, headers=headers, source=source)
+        """Send one message in a record batch of its own and wait for the broker's acknowledgement.
+
+        A batch of its own: the producer would otherwise batch it with whatever else is being sent, and a
+        message retried because its batch was over the topic's max.message.bytes could never be judged alone.
+        """
+        [(delivery, _)] = await self.send_batches(topic, [(key, value, headers)], source)
         try:
             await delivery
         except KafkaError as exc:
