@@ -140,7 +140,9 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
         "adapter": settings.adapter or "", "adapter_id": adapter_id or "", "device": settings.device,
         "contract_version": CONTRACT_VERSION, **runtime,  # the resolved device wins over the setting
     })
-    log.info("model_loaded", model=classifier.name, **runtime)
+    engine: dict[str, str] = getattr(classifier, "engine_info", {"engine": "none", "reason": "no_model"})
+    metrics.engine_info.labels(**engine).set(1)
+    log.info("model_loaded", model=classifier.name, engine=engine["engine"], engine_reason=engine["reason"], **runtime)
     try:
         pipeline = Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, pipeline.check_adapter)

@@ -103,6 +103,10 @@ class Metrics:
         )
         self.ready = Gauge("notif_ready", "1 when the worker is ready (model, partitions, broker).", registry=registry)
         self.model_info = Info("notif_model", "The model the worker serves.", registry=registry)
+        self.engine_info = Gauge(
+            "notif_engine_info", "1 for the scoring engine in use and why (fast: self_check_passed; reference: "
+            "cpu_default, configured, unsupported_model, self_check_failed).", ["engine", "reason"], registry=registry,
+        )
         # --- intake and membership (issue 11) ---------------------------------------------------------
         self.oldest_unacked_age = Gauge(
             "notif_oldest_unacked_age_seconds", "How long the oldest consumed record still without an acknowledged "
