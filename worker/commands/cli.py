@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "worker.commands.config",
     "worker.bench.cli",
     "worker.commands.demo",
+    "worker.commands.doctor",
     "worker.commands.serve",
 )
 

@@ -1,0 +1,133 @@
+"""Preflight of the model side (`notif-worker doctor`): torch and the device, bitsandbytes, the files, the engine.
+
+Each check returns a Check: ok, warn or fail, what it saw, and for a failure the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from worker.model.adapters import CALIBRATION_FILE, read_calibration
+from worker.model.loading import ModelLoadError, check_adapter_contract, resolve_device, resolve_quantization
+from worker.settings import Settings
+
+Status = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def check_device(settings: Settings) -> Check:
+    """The torch build against the driver and the device NOTIF_DEVICE asks for."""
+    build = f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})"
+    try:
+        device = resolve_device(settings.device)
+    except (ModelLoadError, RuntimeError, ValueError) as exc:
+        return Check("device", "fail", f"{build}: {exc}", "set NOTIF_DEVICE=auto or cpu, or run on a host whose "
+                     "NVIDIA driver matches this CUDA build (the GPU image needs R580+; docs/DEPLOY.md, 'The image')")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return Check("device", "ok", f"{build} on {name} (driver sees {torch.cuda.device_count()} GPU)")
+    if torch.version.cuda and not torch.cuda.is_available():
+        return Check("device", "warn", f"{build}, but no usable GPU: the worker runs on the CPU (slowly)",
+                     "on a GPU host check `nvidia-smi` and that the driver is new enough for this CUDA build")
+    return Check("device", "warn" if settings.device == "auto" else "ok", f"{build} on the CPU")
+
+
+def check_bitsandbytes(settings: Settings) -> Check:
+    """bitsandbytes' NF4 kernels: a tensor quantized and dequantized on the device serve would use."""
+    try:
+        device = resolve_device(settings.device)
+    except (ModelLoadError, RuntimeError, ValueError):
+        return Check("bitsandbytes", "warn", "skipped: no usable device (see the device check)")
+    if resolve_quantization(settings.quantization, device) != "nf4":
+        return Check("bitsandbytes", "ok", f"not used: NOTIF_QUANTIZATION={settings.quantization} on {device.type}")
+    try:
+        import bitsandbytes.functional as bnbf
+
+        weight = torch.randn(64, 64, device=device, dtype=torch.bfloat16)
+        packed, state = bnbf.quantize_4bit(weight, quant_type="nf4")
+        error = (bnbf.dequantize_4bit(packed, state) - weight).abs().mean().item()
+    except Exception as exc:  # an import error, a missing kernel, a CUDA error: each is this check's failure
+        return Check("bitsandbytes", "fail", f"NF4 round trip failed: {type(exc).__name__}: {exc}"[:300],
+                     "install the bitsandbytes build for this CUDA (pip install -c constraints.txt bitsandbytes), "
+                     "or NOTIF_QUANTIZATION=none")
+    status: Status = "ok" if error < 0.2 else "fail"
+    return Check("bitsandbytes", status, f"NF4 round trip on {device.type}: mean error {error:.3f}",
+                 "" if status == "ok" else "a broken NF4 kernel: reinstall bitsandbytes")
+
+
+def check_model_files(settings: Settings) -> list[Check]:
+    """The base model and the adapter: present, the adapter's contract matches, its calibration is there."""
+    checks = []
+    model = Path(settings.model)
+    if model.exists():
+        has_config = (model / "config.json").is_file()
+        checks.append(Check("model", "ok" if has_config else "fail", f"{model}: "
+                            + ("config.json present" if has_config else "no config.json"),
+                            "" if has_config else "point NOTIF_MODEL at a model directory or a hub id"))
+    else:
+        checks.append(_hub_model(settings.model))
+    if not settings.adapter:
+        checks.append(Check("adapter", "warn", "no NOTIF_ADAPTER: the bare base model answers (untrained)",
+                            "train one: notif-train train ... --out adapters/v1; set NOTIF_ADAPTER"))
+        return checks
+    try:
+        contract = check_adapter_contract(settings.adapter)
+    except (ModelLoadError, OSError, ValueError) as exc:
+        checks.append(Check("adapter", "fail", str(exc)[:300], "use an adapter built by notif-train for this "
+                            "contract version (its directory holds notif_contract.json)"))
+        return checks
+    checks.append(Check("adapter", "ok", f"{settings.adapter}: contract {contract.get('contract_version')}"))
+    checks.append(_calibration(settings.adapter))
+    return checks
+
+
+def _calibration(adapter: str) -> Check:
+    fix = f"notif-train eval --adapter {adapter} --data TEST.jsonl --calibrate (writes {CALIBRATION_FILE})"
+    try:
+        temperatures = read_calibration(adapter)
+    except ModelLoadError as exc:
+        return Check("calibration", "fail", str(exc)[:300], fix)
+    if not temperatures:
+        return Check("calibration", "warn", f"no {CALIBRATION_FILE}: confidences are uncalibrated", fix)
+    return Check("calibration", "ok", f"temperatures {temperatures}")
+
+
+def _hub_model(model_id: str) -> Check:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model_id, "config.json")
+    if isinstance(cached, str):
+        return Check("model", "ok", f"{model_id}: in the Hugging Face cache ({Path(cached).parent})")
+    return Check("model", "warn", f"{model_id}: not in the local cache; serve downloads it from the hub",
+                 "with no hub access set NOTIF_MODEL to a local directory (or HF_HOME to a filled cache)")
+
+
+def check_engine(settings: Settings) -> Check:
+    """Load the model as serve would; the fast engine's self-check runs as it loads (worker/model/self_check.py)."""
+    from worker.model.classifier import Classifier
+    from worker.model.self_check import EngineSelfCheckFailed
+
+    try:
+        classifier = Classifier.from_settings(settings)
+    except EngineSelfCheckFailed as exc:
+        return Check("engine", "fail", str(exc), "NOTIF_ENGINE=auto serves with the reference engine instead; "
+                     "report the numbers with the GPU, driver and torch build")
+    except Exception as exc:  # the model load's own error names the file or setting
+        return Check("engine", "fail", f"the model did not load: {exc}"[:400], "fix the model check above")
+    info = classifier.engine_info
+    status: Status = "warn" if info["reason"] == "self_check_failed" else "ok"
+    return Check("engine", status, f"{info['engine']} ({info['reason']})",
+                 "" if status == "ok" else "the reference serves (slower, correct): see the log's numbers")
