@@ -10,7 +10,9 @@ from pathlib import Path
 
 from trainer import TrainerError
 from trainer.config import TrainConfig, add_config_flags, config_from_args
+from worker.commands.cli import shutdown_timeout_s
 from worker.commands.flags import add_model_flags, settings_from_args
+from worker.commands.stopping import interrupt_within
 from worker.settings import Settings
 
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupt_within(shutdown_timeout_s())  # SIGTERM interrupts a run; an unwinding that hangs ends with its stacks
     try:
         return int(args.func(args))
     except TrainerError as exc:

@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from worker.commands.stopping import EARLY
+from worker.commands.stopping import EARLY, interrupt_within
 
 # Each module exposes `register(subparsers)`, which adds its subcommand and sets `func` to a handler
 # taking the parsed namespace and returning an exit code.
@@ -31,15 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def shutdown_timeout_s() -> float:
+    """NOTIF_SHUTDOWN_TIMEOUT_S as the settings read it (its default when the settings do not validate)."""
+    from pydantic import ValidationError
+
+    from worker.settings import Settings
+
+    try:
+        return Settings().shutdown_timeout_s
+    except ValidationError:
+        return float(Settings.model_fields["shutdown_timeout_s"].default)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     EARLY.install()  # before the subcommands' heavy imports: a SIGTERM now is remembered, never fatal
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in ("serve", "demo"):  # they take the signals over themselves, early ones included
-        EARLY.restore()
         if EARLY.received is not None:
             print(f"stopped by {EARLY.received} before starting", file=sys.stderr)
             return 0
+        interrupt_within(shutdown_timeout_s())
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

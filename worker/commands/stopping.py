@@ -34,16 +34,26 @@ class EarlySignals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._remember)
 
-    def restore(self) -> None:
-        """Python's own handlers again (for commands that do not handle stops themselves)."""
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
     def _remember(self, signum: int, frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name
 
 
 EARLY = EarlySignals()  # one per process, as signal handlers are
+
+
+def interrupt_within(timeout_s: float) -> StopDeadline:
+    """For the commands without a graceful stop of their own (classify, train, the benches): SIGTERM and SIGINT
+    interrupt the main thread (KeyboardInterrupt: the command unwinds, exit 130) and arm the deadline, so that
+    an unwinding that hangs ends with every stack instead of never."""
+    deadline = StopDeadline(timeout_s)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        deadline.arm(f"unwinding after {signal.Signals(signum).name}")
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
+    return deadline
 
 
 class StopDeadline:

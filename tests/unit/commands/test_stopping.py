@@ -49,3 +49,15 @@ def test_an_early_signal_is_remembered_not_fatal() -> None:
         assert early.received == "SIGTERM"
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_batch_command_stops_on_sigterm_with_exit_130() -> None:
+    """classify, train and the benches have no graceful stop of their own: SIGTERM interrupts them (exit 130),
+    within the stop deadline (was: killed by the signal, -15)."""
+    process = subprocess.Popen([sys.executable, "-m", "worker", "bench", "decode", "--n", "5000000"],
+                               env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # well into the run (imports done)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
