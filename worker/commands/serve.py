@@ -33,7 +33,7 @@ from worker.settings import Settings
 from worker.stream.flow.model_calls import InferenceThread
 from worker.stream.kafka.clients import KafkaClients
 from worker.stream.kafka.codecs import CodecMissing, require_codecs
-from worker.stream.kafka.errors import KafkaConfigError
+from worker.stream.kafka.errors import AuthenticationFailed, KafkaConfigError
 from worker.stream.pipeline import Pipeline
 
 EXIT_OK = 0
@@ -149,6 +149,10 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
         await pipeline.run(stop)
     except KafkaConfigError as exc:
         log.error("invalid_kafka_settings", error=str(exc))
+        return EXIT_SETTINGS
+    except AuthenticationFailed as exc:  # the same credentials would be refused again: say so, do not retry
+        log.error("broker_authentication_failed", error=str(exc), fix="check NOTIF_SASL_MECHANISM, "
+                  "NOTIF_SASL_USERNAME, NOTIF_SASL_PASSWORD and the NOTIF_SSL_* files")
         return EXIT_SETTINGS
     except Exception as exc:
         log.exception("worker_failed", error=str(exc))

@@ -19,13 +19,14 @@ from worker.settings import Settings
 from worker.stream.kafka.batches import Headers, Message, Sent, send_batches
 from worker.stream.kafka.errors import (
     UNDECODABLE_ERRORS,
+    AuthenticationFailed,
     BrokerUnavailable,
     CommitRejected,
     TransactionFailed,
     UndecodableFetch,
     publish_failed,
 )
-from worker.stream.kafka.options import consumer_options, producer_options
+from worker.stream.kafka.options import consumer_options, login_refusal, producer_options
 from worker.stream.kafka.transactions import PartitionTransactions
 
 __all__ = ["Headers", "KafkaClients", "Message"]
@@ -75,6 +76,9 @@ class KafkaClients:
         except (KafkaError, OSError) as exc:
             await _quietly_stop(consumer, producer)
             servers = self.settings.kafka_bootstrap_servers
+            refusal = await login_refusal(self.settings)  # aiokafka's bootstrap error does not say why
+            if refusal is not None:
+                raise AuthenticationFailed(f"{servers} refused the login: {refusal}") from exc
             raise BrokerUnavailable(f"cannot connect to {servers}: {exc!r}") from exc
         except asyncio.CancelledError:  # a shutdown while connecting: leave nothing half open
             await asyncio.shield(_quietly_stop(consumer, producer))

@@ -9,6 +9,7 @@ Exceptions:
     ├── PublishFailed        a result or dead letter was not acknowledged (retried)
     ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/kafka/undecodable.py)
     ├── TransactionFailed    an exactly-once transaction could not be committed (fenced or aborted)
+    ├── AuthenticationFailed the broker refused the credentials (SASL) or the TLS handshake: not retried
     └── KafkaConfigError     the settings cannot describe a working client
 """
 
@@ -104,6 +105,11 @@ class TransactionFailed(BrokerError):
     What it held never becomes visible; the worker stops (exit 1) and the partition's next owner reads
     again from the last committed position.
     """
+
+
+class AuthenticationFailed(BrokerError):
+    """The broker answered and refused who we are (a SASL login, a TLS certificate): fix the settings, retrying
+    the same credentials cannot help."""
 
 
 class KafkaConfigError(BrokerError):

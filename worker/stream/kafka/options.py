@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
+from aiokafka import errors as Errors
+from aiokafka.conn import create_conn
 from aiokafka.helpers import create_ssl_context
 
 from worker.settings import Settings
@@ -81,3 +84,22 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "compression_type": None if settings.output_compression == "none" else settings.output_compression,
     }
 
+
+
+async def login_refusal(settings: Settings) -> str | None:
+    """Why the first bootstrap server refuses our login (SASL credentials, TLS), or None: it did not refuse.
+
+    One direct connection with the worker's own options, which raises the broker's answer that the client's
+    bootstrap reports only as "Unable to bootstrap"."""
+    options = client_options(settings)
+    host, _, port = options["bootstrap_servers"][0].rpartition(":")
+    try:
+        conn = await create_conn(host, int(port), request_timeout_ms=10_000, **{
+            key: options[key] for key in ("client_id", "ssl_context", "security_protocol", "sasl_mechanism",
+                                          "sasl_plain_username", "sasl_plain_password") if key in options})
+    except (Errors.SaslAuthenticationFailed, Errors.AuthenticationFailedError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except (Errors.KafkaError, OSError, ValueError):
+        return None  # unreachable, or something else: not a refusal of who we are
+    conn.close()
+    return None

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from worker.settings import Settings
 from worker.stream.kafka.codecs import FIX as CODEC_FIX
 from worker.stream.kafka.codecs import check_codecs
-from worker.stream.kafka.options import client_options
+from worker.stream.kafka.options import client_options, login_refusal
 
 Result = tuple[str, str, str, str]  # name, ok|warn|fail, what was seen, the fix of a failure
 TIMEOUT_S = 10.0
@@ -45,6 +45,10 @@ async def broker_checks(settings: Settings) -> list[Result]:
         cluster = await asyncio.wait_for(admin.describe_cluster(), TIMEOUT_S)
     except (KafkaError, OSError, TimeoutError) as exc:
         await _close(admin)
+        refusal = await login_refusal(settings)
+        if refusal is not None:
+            return [("broker", "fail", f"{settings.kafka_bootstrap_servers} refused the login: {refusal}"[:300],
+                     "check NOTIF_SASL_MECHANISM/USERNAME/PASSWORD and the TLS files (NOTIF_SSL_*)")]
         return [_unreachable(settings, exc)]
     try:
         brokers = len(cluster.get("brokers", []))
