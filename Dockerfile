@@ -64,7 +64,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # Layer 3: the project itself (changes on every commit; seconds to rebuild).
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip install -c constraints.txt --no-deps .
+    python -m pip install -c constraints.txt --no-deps . \
+    && python -c "from worker.stream.kafka.codecs import require_codecs; require_codecs()"  # every Kafka codec (cramjam)
 
 # --- runtime -----------------------------------------------------------------------------------------
 # Each image says where it runs: the CUDA image fails loudly without a usable GPU instead of crawling on the
