@@ -13,7 +13,6 @@ Exceptions: InferenceError wraps anything the model raised during a batch (e.g. 
 from __future__ import annotations
 
 import inspect
-import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,11 +38,9 @@ from worker.model.engine import FastEngine, build_engine
 from worker.model.layout import build_pass
 from worker.model.loading import EOS_TOKEN, LoadedModel, ModelLoadError, load_model
 from worker.model.planning import plan_batches
-from worker.model.self_check import EngineSelfCheckFailed, run_self_check
+from worker.model.self_check import check_engine
 from worker.protocol import Collect
 from worker.settings import Settings
-
-log = logging.getLogger(__name__)
 
 Answer = tuple[str, int, dict[str, float | None], str]  # folder, priority, confidence, decoding
 
@@ -96,7 +93,7 @@ class Classifier:
         self._swaps = 0
         # NOTIF_ENGINE: the fast engine (engine.py) scores when it can run this model; else the code below
         self.serving.engine = engine if engine is not None and settings.engine != "reference" else self._build_engine()
-        self.engine_info = self._check_engine()  # before the shadow: it gets an engine only if serving keeps one
+        self.engine_info = check_engine(self)  # before the shadow: it gets an engine only if serving keeps one
         self.shadow = self._load_shadow(settings.shadow_adapter) if settings.shadow_adapter else None
 
     @property
@@ -107,26 +104,6 @@ class Classifier:
     @engine.setter
     def engine(self, engine: FastEngine | None) -> None:
         self._active.engine = engine
-
-    def _check_engine(self) -> dict[str, str]:
-        """The fast engine proves itself on this device (worker/model/self_check.py), or the reference serves.
-
-        Returns notif_engine_info's labels: which engine scores, and why.
-        """
-        if self.serving.engine is None:
-            auto_cpu = self.settings.engine == "auto" and self.device.type != "cuda"
-            reason = "configured" if self.settings.engine == "reference" else (
-                "cpu_default" if auto_cpu else "unsupported_model")
-            return {"engine": "reference", "reason": reason}
-        check = run_self_check(self, self._dtype)
-        if check.passed:
-            log.info(check.describe())
-            return {"engine": "fast", "reason": "self_check_passed"}
-        if self.settings.engine == "fast":
-            raise EngineSelfCheckFailed(check.describe() + "; NOTIF_ENGINE=fast makes this fatal")
-        log.error("%s; the reference engine serves instead", check.describe())
-        self.serving.engine = None
-        return {"engine": "reference", "reason": "self_check_failed"}
 
     def _build_engine(self) -> FastEngine | None:
         return build_engine(self.model, self.settings, self._dtype, self.device, prefix_ids=self.prefix_ids,

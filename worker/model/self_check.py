@@ -13,6 +13,7 @@ both. Any answer that differs, or a confidence apart by more than the tolerance,
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from worker.contract import ClassificationResult, Notification
 PROBE_SIZE = 32
 TOLERANCE = {torch.float32: 1e-4}
 DEFAULT_TOLERANCE = 3e-2
+log = logging.getLogger("worker.model.classifier")  # the classifier's log: where its engine is chosen
 _LONG_BODY = "The quarterly infrastructure review covers every service we run. " * 120  # far past 384 tokens
 
 
@@ -88,3 +90,25 @@ def run_self_check(classifier: Any, dtype: torch.dtype) -> SelfCheck:
     finally:
         classifier.engine = engine
     return compare(fast, reference, TOLERANCE.get(dtype, DEFAULT_TOLERANCE), time.perf_counter() - started)
+
+
+def check_engine(classifier: Any) -> dict[str, str]:
+    """The fast engine proves itself on this device, or the reference serves (NOTIF_ENGINE=fast: or nothing).
+
+    Returns notif_engine_info's labels: which engine scores, and why.
+    """
+    settings = classifier.settings
+    if classifier.serving.engine is None:
+        auto_cpu = settings.engine == "auto" and classifier.device.type != "cuda"
+        reason = ("configured" if settings.engine == "reference"
+                  else "cpu_default" if auto_cpu else "unsupported_model")
+        return {"engine": "reference", "reason": reason}
+    check = run_self_check(classifier, classifier._dtype)
+    if check.passed:
+        log.info(check.describe())
+        return {"engine": "fast", "reason": "self_check_passed"}
+    if settings.engine == "fast":
+        raise EngineSelfCheckFailed(check.describe() + "; NOTIF_ENGINE=fast makes this fatal")
+    log.error("%s; the reference engine serves instead", check.describe())
+    classifier.serving.engine = None
+    return {"engine": "reference", "reason": "self_check_failed"}
