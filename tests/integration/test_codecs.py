@@ -79,14 +79,29 @@ async def batch_codec(settings: object, partition: TopicPartition) -> int:
     return batches[0].codec
 
 
-def test_a_worker_without_the_codec_library_refuses_to_start_and_names_it(tmp_path: Path) -> None:
-    """A real process where `import cramjam` fails, as on a machine without aiokafka's codec extras."""
+@pytest.fixture
+def without_cramjam(tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """The environment of a real process where `import cramjam` fails, as on a machine without aiokafka's codec
+    extras."""
     blocked = tmp_path / "blocked"
     (blocked / "cramjam").mkdir(parents=True)
     (blocked / "cramjam" / "__init__.py").write_text("raise ImportError('cramjam is not installed here')\n")
-    env = subprocess_env(NOTIF_LOG_FORMAT="json", NOTIF_METRICS_PORT="0", NOTIF_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
-    env["PYTHONPATH"] = f"{blocked}:{env['PYTHONPATH']}"
-    run = subprocess.run([sys.executable, "-m", "worker", "serve", "--instant-classifier"], env=env,
+
+    def env(**settings: str) -> dict[str, str]:
+        made = subprocess_env(**settings)
+        made["PYTHONPATH"] = f"{blocked}:{made['PYTHONPATH']}"
+        return made
+
+    return env
+
+
+@pytest.mark.parametrize("command", [["serve", "--instant-classifier"], ["produce-demo", "--count", "1"]],
+                         ids=["serve", "produce-demo"])
+def test_a_worker_without_the_codec_library_refuses_to_start_and_names_it(
+        command: list[str], without_cramjam: Callable[..., dict[str, str]]) -> None:
+    env = without_cramjam(NOTIF_LOG_FORMAT="json", NOTIF_METRICS_PORT="0",
+                          NOTIF_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    run = subprocess.run([sys.executable, "-m", "worker", *command], env=env,
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 1, run.stdout + run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines() + run.stderr.splitlines() if line.startswith("{")]
@@ -95,3 +110,17 @@ def test_a_worker_without_the_codec_library_refuses_to_start_and_names_it(tmp_pa
     for codec in ("snappy", "lz4", "zstd"):
         assert codec in missing[0]["error"]
     assert "gzip:" not in missing[0]["error"] and "cramjam" in missing[0]["error"]
+
+
+def test_the_demo_without_the_codec_library_refuses_before_it_starts_a_broker(
+        tmp_path: Path, without_cramjam: Callable[..., dict[str, str]]) -> None:
+    """The demo checks first: no broker, no producer, no model; one clear line naming the library and the fix."""
+    run = subprocess.run([sys.executable, "-m", "worker", "demo", "--model", str(tmp_path / "no-model"),
+                          "--metrics-port", "0", "--count", "1"], env=without_cramjam(), capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "broker" not in run.stdout and "loading" not in run.stdout, run.stdout
+    assert "demo_failed" not in run.stderr, run.stderr
+    assert "cramjam" in run.stderr and "pip install 'aiokafka[lz4,snappy,zstd]'" in run.stderr, run.stderr
+    for codec in ("snappy", "lz4", "zstd"):
+        assert codec in run.stderr

@@ -28,6 +28,7 @@ from worker.dev.broker import BrokerStartError, EmbeddedBroker, create_topics
 from worker.observe.logging import configure_logging
 from worker.settings import Settings
 from worker.stream.flow.records import REASON_HEADER
+from worker.stream.kafka.codecs import CodecMissing, require_codecs
 from worker.stream.kafka.options import client_options
 
 EXIT_FAILED = 1
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     logging.getLogger(BNB_CPU_LOGGER).addFilter(lambda record: BNB_KERNELS_HINT not in record.getMessage())
     out = sys.stdout
+    try:  # before the broker and the demo's producer: serve() would refuse anyway, after both had started
+        require_codecs()
+    except CodecMissing as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print("starting the embedded Kafka broker (Tansu, in memory) ...", file=out, flush=True)
     try:
         with _sigint_blocked():

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from worker.commands.flags import settings_from_args
 from worker.observe.logging import configure_logging
 from worker.settings import Settings
+from worker.stream.kafka.codecs import CodecMissing, require_codecs
 from worker.stream.kafka.errors import BrokerUnavailable, PublishFailed, backoff_s, publish_failed
 from worker.stream.kafka.options import producer_options
 
@@ -164,6 +165,11 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 def run_produce(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_format)
+    try:  # its producer compresses with NOTIF_OUTPUT_COMPRESSION: without the library, a traceback at start
+        require_codecs()
+    except CodecMissing as exc:
+        log.error("codecs_missing", error=str(exc))
+        return 1
     return asyncio.run(_produce_main(settings, rate=args.rate, count=args.count, seed=args.seed))
 
 
