@@ -19,7 +19,9 @@ from aiokafka.structs import TopicPartition
 
 from tests.integration.kafka_helpers import Topics, librdkafka_produce, librdkafka_read, read_all
 from tests.integration.pipeline_helpers import running_worker, settings_for
+from tests.integration.test_envelopes import Unsure
 from tests.support import subprocess_env
+from worker.dev.broker import create_topics_async
 from worker.stream.kafka.codecs import CODECS, check_codecs
 from worker.stream.kafka.raw_fetch import RawFetcher
 from worker.stream.kafka.raw_records import read_batches
@@ -55,17 +57,28 @@ async def test_every_producer_codec_is_classified_and_the_output_compressed_is_r
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "none"])
-async def test_the_worker_compresses_what_it_produces(codec: str, broker: str,
-                                                      make_topics: Callable[..., Awaitable[Topics]]) -> None:
+async def test_the_worker_compresses_everything_it_produces(codec: str, broker: str,
+                                                            make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    """Results, review records and dead letters leave under NOTIF_OUTPUT_COMPRESSION, and librdkafka reads them."""
     topics = await make_topics(partitions=1)
+    review = f"review-{topics.group}"
+    await create_topics_async(broker, [review], 1)
     ids = [f"o-{i}" for i in range(10)]
-    await asyncio.to_thread(librdkafka_produce, broker, topics.input, "none", ids, idempotent=topics.idempotent)
-    settings = settings_for(topics, broker, output_compression=codec)
-    async with running_worker(settings):
+    values: list[tuple[bytes, list[tuple[str, bytes]]]] = [
+        (json.dumps({"id": i, "title": "Build failed", "body": f"run {i}"}).encode(), []) for i in ids]
+    await asyncio.to_thread(librdkafka_produce, broker, topics.input, "none", [*ids, "bad"],
+                            idempotent=topics.idempotent, values=[*values, (b"[]", [])])
+    settings = settings_for(topics, broker, output_compression=codec, review_topic=review, review_below=0.9)
+    async with running_worker(settings, Unsure()):  # unsure: every result goes to review too
         await read_all(broker, topics.output, at_least=len(ids), timeout_s=60)
-    assert await batch_codec(settings, TopicPartition(topics.output, 0)) == CODEC_BITS[codec]
-    read_back = await asyncio.to_thread(librdkafka_read, broker, topics.output, len(ids))
-    assert sorted(str(result["id"]) for result in read_back) == ids
+        await read_all(broker, review, at_least=len(ids), timeout_s=30)
+        await read_all(broker, topics.dlq, at_least=1, timeout_s=30)
+    for topic in (topics.output, review, topics.dlq):
+        assert await batch_codec(settings, TopicPartition(topic, 0)) == CODEC_BITS[codec], topic
+    for topic in (topics.output, review):
+        read_back = await asyncio.to_thread(librdkafka_read, broker, topic, len(ids))
+        assert sorted(str(result["id"]) for result in read_back) == ids, topic
+    assert await asyncio.to_thread(librdkafka_read, broker, topics.dlq, 1) == [[]]  # the dead letter: the input
 
 
 async def batch_codec(settings: object, partition: TopicPartition) -> int:
