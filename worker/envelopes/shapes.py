@@ -1,9 +1,12 @@
 """Each notification envelope, and the one place that decides which one an object is.
 
 A shape turns a parsed JSON object into the contract's fields (title, body, app, sender, id, timestamp) and
-names itself for the metric. Detection looks at keys only, most specific first; the worker's own flat JSON
-is the last resort. Where several fields could give the body (Android's text and bigText, Apple's subtitle
-and body) they are joined, never dropped.
+names itself for the metric. Detection looks at keys only. An object with a top-level ``body`` is the flat
+shape whatever else it holds (no envelope puts a body there, and today's flat notifications ignore unknown
+fields); otherwise the envelopes are tried most specific first, and one that yields neither a title nor a body
+hands on to the next, so an unrelated field that happens to be called ``message`` or ``aps`` never costs a
+notification its text. The flat shape is the last resort. Where several fields could give the body (Android's
+text and bigText, Apple's subtitle and body) they are joined, never dropped.
 """
 
 from __future__ import annotations
@@ -42,21 +45,26 @@ def _join(*parts: Any) -> Any:
 
 
 def fcm_v1(obj: Mapping[str, Any]) -> Fields | None:
-    """Firebase Cloud Messaging HTTP v1: {"message": {"notification": {...}, "android": {...}, "data": {...}}}."""
+    """Firebase Cloud Messaging HTTP v1: {"message": {"notification", "android", "apns", "webpush", "data"}}.
+
+    Each field from the first platform block that has it: the common notification, Android's, Web Push's, the
+    data payload, then the APNs alert (an object, or a string that is the body).
+    """
     message = obj.get("message")
     if not isinstance(message, Mapping):
         return None
     shown, android = _object(message.get("notification")), _object(_object(message.get("android")).get("notification"))
-    data, apns = _object(message.get("data")), _object(_object(_object(message.get("apns")).get("payload")).get("aps"))
-    alert = _object(apns.get("alert"))
-    return {"title": _first(shown.get("title"), android.get("title"), data.get("title"), alert.get("title")),
-            "body": _first(shown.get("body"), android.get("body"), data.get("body"), alert.get("body")),
+    web, data = _object(_object(message.get("webpush")).get("notification")), _object(message.get("data"))
+    alert = _object(_object(_object(message.get("apns")).get("payload")).get("aps")).get("alert")
+    alert_body, alert = (alert, {}) if isinstance(alert, str) else (None, _object(alert))
+    blocks = (shown, android, web, data, alert)
+    return {"title": _first(*(block.get("title") for block in blocks)),
+            "body": _first(*(block.get("body") for block in blocks), alert_body),
             "app": _first(data.get("app")), "sender": _first(data.get("sender")),
             "id": _first(data.get("id"), message.get("name")), "timestamp": _first(data.get("timestamp"))}
 
 
-def notification_object(obj: Mapping[str, Any]) -> Fields | None:
-    """FCM legacy ({"notification": ..., "data": ..., "to": ...}) and Web Push's {"notification": {...}}."""
+def _notification_block(obj: Mapping[str, Any]) -> Fields | None:
     shown = obj.get("notification")
     if not isinstance(shown, Mapping):
         return None
@@ -66,11 +74,21 @@ def notification_object(obj: Mapping[str, Any]) -> Fields | None:
             "id": _first(data.get("id"), shown.get("tag")), "timestamp": _first(data.get("timestamp"))}
 
 
+def fcm_legacy(obj: Mapping[str, Any]) -> Fields | None:
+    """FCM's legacy HTTP API: {"notification": {...}, "data": {...}} with any of its routing keys (``to``, ...)."""
+    return _notification_block(obj) if not FCM_LEGACY_KEYS.isdisjoint(obj) else None
+
+
+def webpush_notification(obj: Mapping[str, Any]) -> Fields | None:
+    """Web Push as a {"notification": {"title", "body", ...}} object (Angular's service worker sends this)."""
+    return _notification_block(obj)
+
+
 def fcm_data(obj: Mapping[str, Any]) -> Fields | None:
     """An FCM data-only message: {"data": {"title": ..., "body": ...}} (all values strings)."""
     data = obj.get("data")
-    if not isinstance(data, Mapping) or not ("title" in data or "body" in data):
-        return None
+    if "title" in obj or not isinstance(data, Mapping) or not ("title" in data or "body" in data):
+        return None  # a flat notification's own title is never replaced by a data payload's
     return {field: _first(data.get(field)) for field in FIELDS}
 
 
@@ -95,8 +113,6 @@ def android(obj: Mapping[str, Any]) -> Fields | None:
     packageName is the app; bigText (the expanded text) is the body, with text first when bigText does not
     already hold it; subText (an account or a conversation summary) is the sender.
     """
-    if "packageName" not in obj and "bigText" not in obj and "text" not in obj:
-        return None
     text, big = obj.get("text"), obj.get("bigText")
     body = big if isinstance(big, str) and isinstance(text, str) and text in big else _join(text, big)
     return {"app": _first(obj.get("packageName"), obj.get("app")), "title": _first(obj.get("title")),
@@ -119,18 +135,26 @@ def flat(obj: Mapping[str, Any]) -> Fields:
     return {field: obj.get(field) for field in FIELDS if field in obj}
 
 
+# (label, keys of which one must be present, shape), most specific first; flat is the last resort
+_SHAPES: tuple[tuple[str, frozenset[str], Shape], ...] = (
+    ("fcm_v1", frozenset({"message"}), fcm_v1),
+    ("apns", frozenset({"aps"}), apns),
+    ("fcm_legacy", frozenset({"notification"}), fcm_legacy),
+    ("webpush", frozenset({"notification"}), webpush_notification),
+    ("webpush", frozenset({"options"}), webpush_options),
+    ("android", frozenset({"packageName", "bigText", "text"}), android),
+    ("fcm_data", frozenset({"data"}), fcm_data),
+)
+
+
+def _has_text(fields: Fields) -> bool:
+    return fields.get("title") not in (None, "") or fields.get("body") not in (None, "")
+
+
 def detect(obj: Mapping[str, Any]) -> tuple[str, Fields]:
-    """The envelope of a JSON object (by its keys, most specific first) and the fields it gives."""
-    if isinstance(obj.get("message"), Mapping) and (fields := fcm_v1(obj)) is not None:
-        return "fcm_v1", fields
-    if "aps" in obj and (fields := apns(obj)) is not None:
-        return "apns", fields
-    if "notification" in obj and (fields := notification_object(obj)) is not None:
-        return ("fcm_legacy" if FCM_LEGACY_KEYS & obj.keys() else "webpush"), fields
-    if "options" in obj and (fields := webpush_options(obj)) is not None:
-        return "webpush", fields
-    if ("packageName" in obj or "bigText" in obj or "text" in obj) and (fields := android(obj)) is not None:
-        return "android", fields
-    if "data" in obj and "title" not in obj and "body" not in obj and (fields := fcm_data(obj)) is not None:
-        return "fcm_data", fields
+    """The envelope of a JSON object (by its keys, see the module's docstring) and the fields it gives."""
+    if "body" not in obj:
+        for name, keys, shape in _SHAPES:
+            if not keys.isdisjoint(obj) and (fields := shape(obj)) is not None and _has_text(fields):
+                return name, fields
     return FLAT, flat(obj)

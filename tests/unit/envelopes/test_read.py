@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.contract import Notification
+from worker.contract import InvalidNotification, Notification, decode_notification
 from worker.envelopes.mapping import FieldMapping, FieldMappingError
-from worker.envelopes.read import ENVELOPES, read_notification
+from worker.envelopes.read import ENVELOPES, Read, read_notification
+from worker.envelopes.shapes import FIELDS
 from worker.settings import Settings
 
 
@@ -160,3 +161,37 @@ def test_any_json_object_gives_a_notification_or_a_rejection(obj: dict[str, Any]
 def test_any_bytes_give_a_notification_or_a_rejection(raw: bytes, headers: list) -> None:
     result = read_notification(raw, headers)
     assert (result.notification is None) != (result.error is None)
+
+
+def outcome(result: Read) -> Notification | str:
+    return result.notification if result.error is None else result.error.reason  # type: ignore[return-value]
+
+
+def contract_outcome(raw: bytes) -> Notification | str:
+    try:
+        return decode_notification(raw)
+    except InvalidNotification as exc:
+        return exc.reason
+
+
+FLAT_KEYS = st.sampled_from([*FIELDS, "text", "bigText", "packageName", "aps", "message", "notification", "options",
+                             "data", "to"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(FLAT_KEYS | st.text(max_size=8), st.text(max_size=12) | JSON, max_size=6),
+       st.text(max_size=12) | JSON, st.booleans())
+def test_todays_flat_objects_read_exactly_as_the_contract_decodes_them(obj: dict[str, Any], body: Any,
+                                                                        ascii_only: bool) -> None:
+    obj.pop("specversion", None)  # with data, that would make it a CloudEvent
+    raw = json.dumps({**obj, "body": body}, ensure_ascii=ascii_only).encode()
+    assert outcome(read_notification(raw)) == contract_outcome(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80) | st.text(max_size=40).map(str.encode))
+def test_todays_text_reads_exactly_as_the_contract_decodes_it(raw: bytes) -> None:
+    control = raw[:1] != b"" and ((raw[0] < 32 and raw[0] not in (9, 10, 13)) or raw[0] == 127)
+    if control or raw.lstrip()[:1] == b"{":
+        return  # control bytes are binary now (binary_payload); objects are the test above's
+    assert outcome(read_notification(raw)) == contract_outcome(raw)
