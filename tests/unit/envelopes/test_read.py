@@ -91,6 +91,33 @@ def test_cloudevents_binary_mode_reads_the_value_and_the_ce_headers() -> None:
     assert envelope == "cloudevents_binary" and notification.body == "plain body"
 
 
+def test_cloudevents_binary_text_content_is_the_body_even_when_it_looks_like_json() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e9"), ("content-type", b"text/plain; charset=utf-8")]
+    assert read(b'{"title": "x"}', headers)[1] == Notification(id="e9", body='{"title": "x"}')
+
+
+def test_a_cloudevents_content_type_marks_a_structured_event_even_without_data() -> None:
+    headers = [("content-type", b"application/cloudevents+json; charset=UTF-8")]
+    result = read_notification(json.dumps({"specversion": "1.0", "id": "e1", "title": "not the data"}).encode(),
+                               headers)
+    assert result.error is not None and result.error.reason == "missing_text" and "no data" in result.error.message
+    assert read({"specversion": "1.0", "id": "e1", "data": "text"}, headers)[0] == "cloudevents"
+
+
+def test_cloudevents_data_base64_json_is_parsed_like_any_value() -> None:
+    event = {"specversion": "1.0", "id": "e", "source": "s", "type": "t"}
+    good = base64.b64encode(json.dumps({"aps": {"alert": "hi"}}).encode()).decode()
+    assert read({**event, "data_base64": good})[1] == Notification(id="e", app="s", body="hi")
+    result = read_notification(json.dumps({**event, "data_base64": base64.b64encode(b'{"title": ').decode()}).encode())
+    assert result.error is not None and result.error.reason == "invalid_json"
+
+
+def test_keep_source_keeps_the_input_object_in_binary_mode_too() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e9")]
+    assert read_notification(b'{"title": "T", "x": 1}', headers, keep_source=True).source == {"title": "T", "x": 1}
+    assert read_notification(b"plain", headers, keep_source=True).source == "plain"
+
+
 def frame(schema_id: int, payload: bytes) -> bytes:
     return struct.pack(">bI", 0, schema_id) + payload
 
@@ -145,22 +172,28 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 KEYS = st.sampled_from(["title", "body", "text", "bigText", "packageName", "aps", "alert", "message", "data",
                         "notification", "options", "specversion", "data_base64", "id", "source", "app"])
 OBJECTS = st.dictionaries(KEYS | st.text(max_size=8), JSON, max_size=6)
-HEADERS = st.lists(st.tuples(st.sampled_from(["ce_specversion", "ce_id", "ce_source", "x"]), st.binary(max_size=8)),
-                   max_size=3)
+CONTENT_TYPES = st.sampled_from([b"application/json", b"text/plain", b"application/cloudevents+json"])
+HEADERS = st.lists(st.tuples(st.sampled_from(["ce_specversion", "ce_id", "ce_source", "content-type", "x"]),
+                             CONTENT_TYPES | st.binary(max_size=8)), max_size=3)
+ODD_POINTERS = '{"title": "/title/0", "body": "/data/body", "id": "/message/-"}'  # into strings, past a list's end
+MAPPINGS = st.sampled_from([None, FieldMapping.parse(ODD_POINTERS)])
+
+
+def settled(result: Read) -> bool:
+    return (result.notification is None) != (result.error is None) and result.envelope in ENVELOPES
 
 
 @settings(max_examples=300, deadline=None)
-@given(OBJECTS, HEADERS)
-def test_any_json_object_gives_a_notification_or_a_rejection(obj: dict[str, Any], headers: list) -> None:
-    result = read_notification(json.dumps(obj).encode(), headers)
-    assert (result.notification is None) != (result.error is None)
+@given(OBJECTS, HEADERS, MAPPINGS)
+def test_any_json_object_gives_a_notification_or_a_rejection(obj: dict[str, Any], headers: list,
+                                                             mapping: FieldMapping | None) -> None:
+    assert settled(read_notification(json.dumps(obj).encode(), headers, mapping=mapping))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200), HEADERS)
-def test_any_bytes_give_a_notification_or_a_rejection(raw: bytes, headers: list) -> None:
-    result = read_notification(raw, headers)
-    assert (result.notification is None) != (result.error is None)
+@given(st.binary(max_size=200), HEADERS, MAPPINGS)
+def test_any_bytes_give_a_notification_or_a_rejection(raw: bytes, headers: list, mapping: FieldMapping | None) -> None:
+    assert settled(read_notification(raw, headers, mapping=mapping, keep_source=True))
 
 
 def outcome(result: Read) -> Notification | str:
