@@ -98,6 +98,7 @@ def java() -> str:
 
 def kafka_libs(cache_dir: Path | None = None) -> Path:
     """The folder of Kafka's jars, fetched with Maven into the cache on first use."""
+    java()  # the jars are no use without it, and Maven needs it too: say so before fetching anything
     root = (cache_dir or cache_root()) / f"apache-kafka-{KAFKA_VERSION}"
     libs = root / "libs"
     if (root / "complete").exists():
@@ -195,6 +196,21 @@ class ApacheKafka:
         began = time.monotonic()
         libs = kafka_libs()
         self.folder = Path(tempfile.mkdtemp(prefix="apache-kafka-"))
+        try:  # whatever fails from here on, no process and no temporary folder is left behind
+            config = self._format(libs)
+            with (self.folder / "stdout.log").open("ab") as out:
+                self._process = subprocess.Popen(self._command(libs, "kafka.Kafka", str(config)), stdout=out,
+                                                 stderr=subprocess.STDOUT, cwd=self.folder)
+            asyncio.run(self._wait_for_metadata(began + timeout_s))
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - began
+        return self
+
+    def _format(self, libs: Path) -> Path:
+        """Write server.properties and the log4j2 configuration, format KRaft storage with a fresh cluster id."""
+        assert self.folder is not None
         config = self.folder / "server.properties"
         config.write_text("".join(f"{key}={value}\n" for key, value in self.properties().items()))
         (self.folder / "log4j2.properties").write_text(LOG4J2.format(log=self.folder / "server.log"))
@@ -203,16 +219,7 @@ class ApacheKafka:
                                f"--config={config}")
         if formatted.returncode != 0:
             raise BrokerStartError(f"kafka-storage format failed: {formatted.stdout}{formatted.stderr}")
-        with (self.folder / "stdout.log").open("ab") as out:
-            self._process = subprocess.Popen(self._command(libs, "kafka.Kafka", str(config)), stdout=out,
-                                             stderr=subprocess.STDOUT, cwd=self.folder)
-        try:
-            asyncio.run(self._wait_for_metadata(began + timeout_s))
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - began
-        return self
+        return config
 
     async def _wait_for_metadata(self, deadline: float) -> None:
         quiet = logging.getLogger("aiokafka")  # "Unable connect" at every try until the broker listens
