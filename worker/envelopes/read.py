@@ -55,15 +55,14 @@ def read_notification(raw: bytes | None, headers: Headers = (), *, max_bytes: in
 
     ``keep_source``: also return the input's own JSON object (or its text), parsed once, for enriched output.
     """
-    kept: list[Any] = [] if keep_source else None  # type: ignore[assignment]
+    kept: list[Any] | None = [] if keep_source else None
     try:
         envelope, notification = _read(raw, headers, max_bytes, mapping, kept)
     except InvalidNotification as exc:
         return Read("invalid", error=exc)
     except Exception as exc:  # anything a parser or a shape raises: the record is the problem, never the worker
         return Read("invalid", error=InvalidNotification("undecodable", f"{type(exc).__name__}: {exc}"[:300]))
-    source = kept[0] if kept else (notification.body if keep_source and envelope == TEXT else None)
-    return Read(envelope, notification, source=source)
+    return Read(envelope, notification, source=kept[0] if kept else None)
 
 
 def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
@@ -73,7 +72,7 @@ def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMap
     if len(raw) > max_bytes:
         raise InvalidNotification("too_large", f"the message is {len(raw)} bytes; the limit is {max_bytes}")
     if headers and any(name == "ce_specversion" for name, _ in headers):
-        return _cloudevent_binary(raw, headers, max_bytes, mapping)
+        return _cloudevent_binary(raw, headers, max_bytes, mapping, kept)
     payload, schema_id = raw, None
     if raw[0] < 32 or raw[0] == 127:  # a frame, or bytes that are not text (tab, newline, CR are: unframe says)
         unframed = unframe(raw)
@@ -82,12 +81,20 @@ def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMap
         notification = decode_notification(payload, max_bytes=max_bytes)  # flat JSON or text: the fast path
         return (FLAT if payload[:1] == b"{" or payload.lstrip()[:1] == b"{" else TEXT), notification
     if payload.lstrip()[:1] not in (b"{", b"["):
-        return TEXT, decode_notification(payload, max_bytes=max_bytes)
+        return TEXT, _text(payload, max_bytes, kept)
     obj = _parse_object(payload)
     if kept is not None:
         kept.append(obj)
     envelope, notification = notification_from_object(obj, mapping)
     return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification
+
+
+def _text(payload: bytes, max_bytes: int, kept: list[Any] | None) -> Notification:
+    """Text (or a rejection): the body; with ``kept``, the body is also the source enriched output wraps."""
+    notification = decode_notification(payload, max_bytes=max_bytes)
+    if kept is not None:
+        kept.append(notification.body)
+    return notification
 
 
 def _parse_object(payload: bytes) -> dict[str, Any]:
@@ -147,14 +154,17 @@ def _with_event(fields: Fields, attributes: Mapping[str, Any]) -> Fields:
     return filled
 
 
-def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int,
-                       mapping: FieldMapping | None) -> tuple[str, Notification]:
+def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
+                       kept: list[Any] | None) -> tuple[str, Notification]:
     """CloudEvents' binary mode: the attributes are `ce_*` headers and the value is the event's data."""
     attributes = {name[3:]: value.decode("utf-8", "replace") for name, value in headers
                   if name.startswith("ce_") and value is not None}
     payload = unframe(raw).payload
     if payload.lstrip()[:1] == b"{":
-        _, fields = _cloudevent_data({"data": _parse_object(payload)}, mapping)
+        data = _parse_object(payload)
+        if kept is not None:
+            kept.append(data)
+        _, fields = _cloudevent_data({"data": data}, mapping)
     else:
-        fields = {"body": decode_notification(payload, max_bytes=max_bytes).body}
+        fields = {"body": _text(payload, max_bytes, kept).body}
     return "cloudevents_binary", notification_from_fields(_with_event(fields, attributes))

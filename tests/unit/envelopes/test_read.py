@@ -160,3 +160,36 @@ def test_any_json_object_gives_a_notification_or_a_rejection(obj: dict[str, Any]
 def test_any_bytes_give_a_notification_or_a_rejection(raw: bytes, headers: list) -> None:
     result = read_notification(raw, headers)
     assert (result.notification is None) != (result.error is None)
+
+
+@pytest.mark.parametrize(("name", "value"), [(c[0], c[1]) for c in CASES], ids=[c[0] for c in CASES])
+def test_keep_source_gives_the_input_object_as_sent_and_the_same_notification(name: str, value: Any) -> None:
+    raw = json.dumps(value).encode()
+    kept = read_notification(raw, keep_source=True)
+    assert kept.source == value
+    assert (kept.envelope, kept.notification) == read(value)
+
+
+CE_BINARY = [("ce_specversion", b"1.0"), ("ce_id", b"e9"), ("ce_source", b"/billing")]
+
+
+@pytest.mark.parametrize(("raw", "headers", "source"), [
+    (b"  plain text body \n", [], "plain text body"),  # text: the body (stripped), wrapped by the output
+    (frame(42, b'{"aps": {"alert": "hi"}, "x": 1}'), [], {"aps": {"alert": "hi"}, "x": 1}),  # the frame's payload
+    (b'{"title": "Invoice", "body": "due"}', CE_BINARY, {"title": "Invoice", "body": "due"}),  # the event's data
+    (b"plain body", CE_BINARY, "plain body"),
+], ids=["text", "schema registry", "cloudevents binary", "cloudevents binary text"])
+def test_keep_source_of_text_frames_and_binary_cloudevents(raw: bytes, headers: list, source: Any) -> None:
+    kept = read_notification(raw, headers, keep_source=True)
+    assert kept.error is None and kept.source == source
+    plain = read_notification(raw, headers)
+    assert (kept.envelope, kept.notification) == (plain.envelope, plain.notification)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | OBJECTS.map(lambda obj: json.dumps(obj).encode()), HEADERS)
+def test_keep_source_reads_as_without_it_and_keeps_a_source_for_every_notification(raw: bytes, headers: list) -> None:
+    plain, kept = read_notification(raw, headers), read_notification(raw, headers, keep_source=True)
+    assert (kept.envelope, kept.notification) == (plain.envelope, plain.notification)
+    assert (kept.error and kept.error.reason) == (plain.error and plain.error.reason)
+    assert (kept.source is None) == (kept.notification is None)

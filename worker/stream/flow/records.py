@@ -94,9 +94,9 @@ def propagated(headers: Sequence[tuple[str, bytes]], names: frozenset[str]) -> l
     return [(name, value) for name, value in headers if name.lower() in names]
 
 
-def enriched_value(source: dict[str, Any] | str | None, result: dict[str, Any]) -> bytes:
+def enriched_value(source: dict[str, Any] | str, result: dict[str, Any]) -> bytes:
     """The input's own object with the classification under ENRICHED_KEY (an input's own key of that name is
     replaced); plain text becomes {"text": ...}."""
-    base: dict[str, Any] = dict(source) if isinstance(source, dict) else {"text": source or ""}
+    base: dict[str, Any] = dict(source) if isinstance(source, dict) else {"text": source}
     base[ENRICHED_KEY] = result
     return json.dumps(base, ensure_ascii=False).encode("utf-8")
