@@ -99,4 +99,4 @@ def enriched_value(source: dict[str, Any] | str, result: dict[str, Any]) -> byte
     replaced); plain text becomes {"text": ...}."""
     base: dict[str, Any] = dict(source) if isinstance(source, dict) else {"text": source}
     base[ENRICHED_KEY] = result
-    return json.dumps(base, ensure_ascii=False).encode("utf-8")
+    return json.dumps(base, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

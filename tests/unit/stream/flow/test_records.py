@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
-from worker.contract import Notification
+from tests.readme import readme_text
+from worker.contract import ClassificationResult, Notification
 from worker.stream.flow.records import (
     ENRICHED_KEY,
     MAX_MESSAGE_CHARS,
@@ -66,3 +68,10 @@ def test_enriched_value_is_the_input_object_with_the_classification_under_one_ke
     assert json.loads(enriched_value(source, result)) == {"message": {"notification": {"title": "T"}}, "n": 1,
                                                           ENRICHED_KEY: result}
     assert json.loads(enriched_value("plain text body", result)) == {"text": "plain text body", ENRICHED_KEY: result}
+
+
+def test_the_readmes_enriched_example_is_what_the_worker_publishes() -> None:
+    section = readme_text().split("**Trace headers and enriched output.**", 1)[1]
+    sent, published = (json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S)[:2])
+    result = ClassificationResult.model_validate(published[ENRICHED_KEY])  # a real result record
+    assert json.loads(enriched_value(sent, result.model_dump(mode="json"))) == published
