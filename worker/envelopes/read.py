@@ -46,55 +46,47 @@ class Read:
     envelope: str
     notification: Notification | None = None
     error: InvalidNotification | None = None
-    source: dict[str, Any] | str | None = None  # with keep_source: the input's own object (or its text)
+    source: bytes | str | None = None  # with a notification: its JSON object's bytes as received, or its text
 
 
 def read_notification(raw: bytes | None, headers: Headers = (), *, max_bytes: int = 65536,
-                      mapping: FieldMapping | None = None, keep_source: bool = False) -> Read:
+                      mapping: FieldMapping | None = None) -> Read:
     """Read one record's value (and its headers, for CloudEvents' binary mode); never raises.
 
-    ``keep_source``: also return the input's own JSON object (or its text), parsed once, for enriched output.
+    ``source`` is what enriched output embeds: the bytes of the JSON object the notification was read from
+    (inside a schema-registry frame: the payload), or, for text, the body. No copy or parse: free to keep.
     """
-    kept: list[Any] | None = [] if keep_source else None
     try:
-        envelope, notification = _read(raw, headers, max_bytes, mapping, kept)
+        envelope, notification, source = _read(raw, headers, max_bytes, mapping)
     except InvalidNotification as exc:
         return Read("invalid", error=exc)
     except Exception as exc:  # anything a parser or a shape raises: the record is the problem, never the worker
         return Read("invalid", error=InvalidNotification("undecodable", f"{type(exc).__name__}: {exc}"[:300]))
-    return Read(envelope, notification, source=kept[0] if kept else None)
+    return Read(envelope, notification, source=source)
 
 
-def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
-          kept: list[Any] | None) -> tuple[str, Notification]:
+def _read(raw: bytes | None, headers: Headers, max_bytes: int,
+          mapping: FieldMapping | None) -> tuple[str, Notification, bytes | str]:
     if not raw:
         raise InvalidNotification("empty", "the message value is empty")
     if len(raw) > max_bytes:
         raise InvalidNotification("too_large", f"the message is {len(raw)} bytes; the limit is {max_bytes}")
     if headers and any(name == "ce_specversion" for name, _ in headers):
-        return _cloudevent_binary(raw, headers, max_bytes, mapping, kept)
+        return _cloudevent_binary(raw, headers, max_bytes, mapping)
     payload, schema_id = raw, None
     if raw[0] < 32 or raw[0] == 127:  # a frame, or bytes that are not text (tab, newline, CR are: unframe says)
         unframed = unframe(raw)
         payload, schema_id = unframed.payload, unframed.schema_id
-    if mapping is None and schema_id is None and kept is None and not _MARKERS.search(payload):
+    if mapping is None and schema_id is None and not _MARKERS.search(payload):
         notification = decode_notification(payload, max_bytes=max_bytes)  # flat JSON or text: the fast path
-        return (FLAT if payload[:1] == b"{" or payload.lstrip()[:1] == b"{" else TEXT), notification
+        if payload[:1] == b"{" or payload.lstrip()[:1] == b"{":
+            return FLAT, notification, payload
+        return TEXT, notification, notification.body or ""
     if payload.lstrip()[:1] not in (b"{", b"["):
-        return TEXT, _text(payload, max_bytes, kept)
-    obj = _parse_object(payload)
-    if kept is not None:
-        kept.append(obj)
-    envelope, notification = notification_from_object(obj, mapping)
-    return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification
-
-
-def _text(payload: bytes, max_bytes: int, kept: list[Any] | None) -> Notification:
-    """Text (or a rejection): the body; with ``kept``, the body is also the source enriched output wraps."""
-    notification = decode_notification(payload, max_bytes=max_bytes)
-    if kept is not None:
-        kept.append(notification.body)
-    return notification
+        notification = decode_notification(payload, max_bytes=max_bytes)
+        return TEXT, notification, notification.body or ""
+    envelope, notification = notification_from_object(_parse_object(payload), mapping)
+    return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification, payload
 
 
 def _parse_object(payload: bytes) -> dict[str, Any]:
@@ -154,17 +146,16 @@ def _with_event(fields: Fields, attributes: Mapping[str, Any]) -> Fields:
     return filled
 
 
-def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
-                       kept: list[Any] | None) -> tuple[str, Notification]:
+def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int,
+                       mapping: FieldMapping | None) -> tuple[str, Notification, bytes | str]:
     """CloudEvents' binary mode: the attributes are `ce_*` headers and the value is the event's data."""
     attributes = {name[3:]: value.decode("utf-8", "replace") for name, value in headers
                   if name.startswith("ce_") and value is not None}
     payload = unframe(raw).payload
+    source: bytes | str = payload
     if payload.lstrip()[:1] == b"{":
-        data = _parse_object(payload)
-        if kept is not None:
-            kept.append(data)
-        _, fields = _cloudevent_data({"data": data}, mapping)
+        _, fields = _cloudevent_data({"data": _parse_object(payload)}, mapping)
     else:
-        fields = {"body": _text(payload, max_bytes, kept).body}
-    return "cloudevents_binary", notification_from_fields(_with_event(fields, attributes))
+        source = decode_notification(payload, max_bytes=max_bytes).body or ""
+        fields = {"body": source}
+    return "cloudevents_binary", notification_from_fields(_with_event(fields, attributes)), source

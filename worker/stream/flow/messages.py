@@ -49,8 +49,8 @@ class Messages:
             self._classified[(result.folder, result.priority)] = counter
         timestamp = work.record.timestamp
         if self._enriched:
-            assert work.source is not None  # intake keeps it for every notification it reads (keep_source)
-            value = enriched_value(work.source, result.model_dump(mode="json"))
+            assert work.source is not None  # intake keeps it with every notification it reads
+            value = enriched_value(work.source, result.to_json_bytes())
         else:
             value = result.to_json_bytes()
         return Delivery(work, self.settings.output_topic, key, value, propagated(work.record.headers, self._propagate),
