@@ -1,4 +1,4 @@
-"""In-process workers for broker tests: the real pipeline, a classifier that fails on cue, /readyz over HTTP."""
+"""In-process workers for broker tests: the real pipeline, classifiers that fail or doubt on cue, /readyz over HTTP."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.integration.kafka_helpers import Topics
 from tests.support import PoisonClassifier  # noqa: F401  (re-exported: the broker tests' poison)
+from worker.contract import ClassificationResult, Confidence, Notification
 from worker.dev.instant import InstantClassifier
 from worker.observe.health import HealthServer, HealthState
 from worker.observe.metrics import Metrics
@@ -28,6 +29,14 @@ def settings_for(topics: Topics, bootstrap: str, **extra: Any) -> Settings:
     """Settings of a worker on these topics (NOTIF_* names without the prefix as keywords)."""
     env = {key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(bootstrap).items()}
     return Settings.model_validate({**env, "commit_interval_ms": 50, "max_wait_ms": 20, **extra})
+
+
+class Unsure(InstantClassifier):
+    """Instant answers with a confidence under the review threshold (NOTIF_REVIEW_BELOW above 0.5)."""
+
+    def answer(self, notification: Notification) -> ClassificationResult:
+        result = super().answer(notification)
+        return result.model_copy(update={"confidence": Confidence(folder=0.5, priority=0.5)})
 
 
 @dataclass

@@ -34,6 +34,18 @@ def test_bench_pipeline_writes_both_sides(broker: str, tmp_path: Path) -> None:
     assert (tmp_path / "pipeline.png").stat().st_size > 0
 
 
+def test_bench_pipeline_output_runs_each_output_side_on_inputs_with_trace_headers(broker: str, tmp_path: Path) -> None:
+    out = tmp_path / "output.json"
+    assert main(["bench", "pipeline", "--bootstrap", broker, "--compare", "output", "--n", "300", "--repeat", "1",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["input_headers"] == ["traceparent", "tracestate", "baggage", "x-request-id"]
+    assert sorted(run["side"] for run in report["runs"]) == ["enriched", "none", "trace"]
+    assert all(run["outputs"] == 300 for run in report["runs"])
+    # enriched results carry their input (about 200 bytes of JSON each) besides the classification
+    assert report["enriched_output_bytes"] > report["none_output_bytes"] > 0
+
+
 def test_bench_latency_reads_the_worker_histogram(broker: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "latency.json"

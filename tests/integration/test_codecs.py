@@ -18,8 +18,7 @@ import pytest
 from aiokafka.structs import TopicPartition
 
 from tests.integration.kafka_helpers import Topics, librdkafka_produce, librdkafka_read, read_all
-from tests.integration.pipeline_helpers import running_worker, settings_for
-from tests.integration.test_envelopes import Unsure
+from tests.integration.pipeline_helpers import Unsure, running_worker, settings_for
 from tests.support import subprocess_env
 from worker.dev.broker import create_topics_async
 from worker.stream.kafka.codecs import CODECS, check_codecs

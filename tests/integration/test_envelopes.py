@@ -16,8 +16,7 @@ import pytest
 
 from tests.integration.kafka_helpers import Topics, librdkafka_produce, read_all
 from tests.integration.pipeline_helpers import running_worker, settings_for
-from worker.contract import ClassificationResult, Confidence, Notification
-from worker.dev.broker import create_topics_async
+from worker.contract import ClassificationResult, Notification
 from worker.dev.instant import InstantClassifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -88,52 +87,3 @@ class Recording(InstantClassifier):
     def answer(self, notification: Notification) -> ClassificationResult:
         self.notifications.append(notification)
         return super().answer(notification)
-
-
-TRACE = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("tracestate", b"vendor=1"),
-         ("baggage", b"tenant=acme"), ("x-private", b"secret")]
-
-
-async def test_trace_headers_reach_results_and_review_records_and_dead_letters_keep_every_header(
-        broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
-    topics = await make_topics(partitions=1)
-    review = f"review-{topics.group}"
-    await create_topics_async(broker, [review], 1)
-    values = [(js({"title": "Build failed", "body": f"run {i}"}), TRACE) for i in range(3)] + [(b"[]", TRACE)]
-    await asyncio.to_thread(librdkafka_produce, broker, topics.input, "none", ["a", "b", "c", "bad"],
-                            idempotent=topics.idempotent, values=values)
-    # the instant classifier is always certain: an unsure one sends every result to review too
-    async with running_worker(settings_for(topics, broker, review_topic=review, review_below=0.9), Unsure()):
-        outputs = await read_all(broker, topics.output, at_least=3, timeout_s=60)
-        reviews = await read_all(broker, review, at_least=3, timeout_s=30)
-        dead = await read_all(broker, topics.dlq, at_least=1, timeout_s=30)
-    propagated = [name for name, _ in TRACE if name != "x-private"]
-    for record in [*outputs, *reviews]:
-        assert [name for name, _ in record.headers] == propagated
-        assert dict(record.headers)["traceparent"] == TRACE[0][1]
-    assert [name for name, _ in dead[0].headers][:4] == [name for name, _ in TRACE]  # every source header
-
-
-async def test_enriched_output_is_the_input_object_plus_the_classification_with_key_and_headers(
-        broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
-    topics = await make_topics(partitions=1)
-    fcm = {"message": {"notification": {"title": "Sale", "body": "50% off"}, "data": {"campaign": "c9"}}}
-    values = [(js(fcm), TRACE), (b"plain text alert", [])]
-    await asyncio.to_thread(librdkafka_produce, broker, topics.input, "none", ["k-fcm", "k-text"],
-                            idempotent=topics.idempotent, values=values)
-    async with running_worker(settings_for(topics, broker, output_format="enriched")):
-        outputs = {r.key: r for r in await read_all(broker, topics.output, at_least=2, timeout_s=60)}
-    enriched = json.loads(outputs[b"k-fcm"].value)
-    assert enriched["message"] == fcm["message"]  # the input's own object, as sent
-    assert enriched["notif_triage"]["folder"] in ("Work", "Personal", "Promotions", "Alerts")
-    assert "traceparent" in dict(outputs[b"k-fcm"].headers)
-    wrapped = json.loads(outputs[b"k-text"].value)
-    assert wrapped["text"] == "plain text alert" and "priority" in wrapped["notif_triage"]
-
-
-class Unsure(InstantClassifier):
-    """Instant answers with a confidence under the review threshold."""
-
-    def answer(self, notification: Notification) -> ClassificationResult:
-        result = super().answer(notification)
-        return result.model_copy(update={"confidence": Confidence(folder=0.5, priority=0.5)})

@@ -8,7 +8,9 @@ last one. Order alternates between repeats; the figures are medians. The sides (
 - ``delivery``: the Pipeline with NOTIF_DELIVERY=at_least_once against exactly_once (needs transactions:
   without --bootstrap it starts Apache Kafka);
 - ``compression``: the Pipeline with each NOTIF_OUTPUT_COMPRESSION, and the bytes of the record batches
-  its producer wrote (the output topic's log size on the broker, by DescribeLogDirs; Apache Kafka).
+  its producer wrote (the output topic's log size on the broker, by DescribeLogDirs; Apache Kafka);
+- ``output``: inputs carrying W3C trace headers and one other; the Pipeline carrying them on (the default
+  NOTIF_PROPAGATE_HEADERS), carrying none (what it did before), and with NOTIF_OUTPUT_FORMAT=enriched.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def register_pipeline(subparsers: Any) -> None:
     parser.add_argument("--max-batch-size", type=int, help="the worker's NOTIF_MAX_BATCH_SIZE (default: its own)")
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="bare",
                         help="bare: worker vs a bare aiokafka loop; delivery: at_least_once vs exactly_once; "
-                        "compression: each NOTIF_OUTPUT_COMPRESSION")
+                        "compression: each NOTIF_OUTPUT_COMPRESSION; output: inputs with trace headers, carried on "
+                        "(default), carried on with enriched output, or not carried")
     parser.add_argument("--plot", help="write a bar chart here (PNG)")
     parser.set_defaults(func=run_pipeline)
 
@@ -101,7 +104,13 @@ COMPARISONS: dict[str, dict[str, dict[str, Any] | None]] = {
     "bare": {"worker": {}, "bare": None},
     "delivery": {"at_least_once": {"delivery": "at_least_once"}, "exactly_once": {"delivery": "exactly_once"}},
     "compression": {codec: {"output_compression": codec} for codec in ("none", "gzip", "snappy", "lz4", "zstd")},
+    "output": {"trace": {}, "none": {"propagate_headers": ""}, "enriched": {"output_format": "enriched"}},
 }
+# The headers on every input of a comparison (others: none): W3C trace context and baggage, and one that stays.
+INPUT_HEADERS: dict[str, list[tuple[str, bytes]]] = {"output": [
+    ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ("tracestate", b"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), ("baggage", b"tenant=acme,region=eu-west-1"),
+    ("x-request-id", b"0f2a6c1e-3b7d-4e59-9c84-1d2e3f4a5b6c")]}
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -114,22 +123,25 @@ def run_pipeline(args: argparse.Namespace) -> int:
     with broker_address(args.bootstrap, apache_kafka=kafka) as bootstrap:
         report |= asyncio.run(bench_pipeline(bootstrap, n=args.n, repeat=args.repeat,
                                              idempotent=args.idempotent or kafka, overrides=overrides,
-                                             sides=COMPARISONS[args.compare]))
+                                             sides=COMPARISONS[args.compare],
+                                             headers=INPUT_HEADERS.get(args.compare, [])))
     print_pipeline(report)
     write_outputs(report, args, plot_pipeline)
     return 0
 
 
 async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: bool, overrides: Mapping[str, Any],
-                         sides: Mapping[str, dict[str, Any] | None] = COMPARISONS["bare"]) -> dict[str, Any]:
-    """Time every side `repeat` times on fresh topics; medians, and the first side's ratio to the second."""
+                         sides: Mapping[str, dict[str, Any] | None] = COMPARISONS["bare"],
+                         headers: Sequence[tuple[str, bytes]] = ()) -> dict[str, Any]:
+    """Time every side `repeat` times on fresh topics (each input with ``headers``); medians, and the first side's
+    ratio to the second."""
     messages = bench_messages(n)
     runs: list[dict[str, Any]] = []
     names = list(sides)
     for index in range(repeat):
         topics = RunTopics()
         await create_topics_async(bootstrap, topics.all_of(names), PARTITIONS)
-        ends = await produce_all(bootstrap, topics.input, messages, idempotent=idempotent)
+        ends = await produce_all(bootstrap, topics.input, messages, idempotent=idempotent, headers=headers)
         for side in names if index % 2 == 0 else names[::-1]:
             watch = Stopwatch(ends)
             side_overrides = sides[side]
@@ -145,6 +157,7 @@ async def bench_pipeline(bootstrap: str, *, n: int, repeat: int, idempotent: boo
             print(f"  run {index} {side:13s} {n / watch.seconds:9.1f} msgs/s  {runs[-1]['cpu_us_per_msg']:6.1f} "
                   f"CPU us/msg  ({outputs} outputs, {runs[-1]['output_bytes']} bytes)", file=sys.stderr)
     report: dict[str, Any] = {"n": n, "partitions": PARTITIONS, "repeat": repeat, "idempotent": idempotent,
+                              "input_headers": [name for name, _ in headers],
                               "worker_settings": {k: v for k, v in overrides.items() if v is not None},
                               "sides": names, "runs": runs}
     for side in names:
@@ -189,13 +202,14 @@ def batch_sizes(data: bytes) -> list[int]:
     return sizes
 
 
-async def produce_all(bootstrap: str, topic: str, messages: Sequence[Message], *,
-                      idempotent: bool) -> dict[TopicPartition, int]:
-    """Produce round-robin over the partitions; returns each partition's end offset."""
+async def produce_all(bootstrap: str, topic: str, messages: Sequence[Message], *, idempotent: bool,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> dict[TopicPartition, int]:
+    """Produce round-robin over the partitions, each message with ``headers``; returns each partition's end offset."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=idempotent, linger_ms=20)
     await producer.start()
     try:
-        futures = [await producer.send(topic, key=key, value=value, partition=index % PARTITIONS)
+        futures = [await producer.send(topic, key=key, value=value, partition=index % PARTITIONS,
+                                       headers=list(headers))
                    for index, (key, value) in enumerate(messages)]
         ends: dict[TopicPartition, int] = {}
         for metadata in await asyncio.gather(*futures):

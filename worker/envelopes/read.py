@@ -35,7 +35,6 @@ TEXT = "text"
 ENVELOPES = ("flat", "text", "mapped", "schema_registry", "cloudevents", "cloudevents_binary", "fcm_v1", "fcm_legacy",
              "fcm_data", "apns", "android", "webpush", "invalid")
 Headers = Sequence[tuple[str, bytes]]
-_TEXT_VALUES = (TEXT, "cloudevents_binary")  # envelopes whose value can be plain text (kept as the source)
 
 # The keys that make an object something other than the flat shape; bytes without any of them take the fast path.
 _MARKERS = re.compile(rb'"(?:message|aps|notification|options|packageName|bigText|text|data|data_base64'
@@ -49,30 +48,29 @@ class Read:
     envelope: str
     notification: Notification | None = None
     error: InvalidNotification | None = None
-    source: dict[str, Any] | str | None = None  # with keep_source: the input's own object (or its text)
+    source: bytes | str | None = None  # with a notification: its JSON object's bytes as received, or its text
 
 
 def read_notification(raw: bytes | None, headers: Headers = (), *, max_bytes: int = 65536,
-                      mapping: FieldMapping | None = None, keep_source: bool = False) -> Read:
+                      mapping: FieldMapping | None = None) -> Read:
     """Read one record's value (and its headers, for CloudEvents); never raises.
 
     Precedence, for a JSON object: a user's ``mapping`` first (when it finds a title or a body), then CloudEvents
-    (whose data goes through the same order), then the known shapes (shapes.detect). ``keep_source``: also
-    return the input's own JSON object (or its text), parsed once, for enriched output.
+    (whose data goes through the same order), then the known shapes (shapes.detect). ``source`` is what enriched
+    output embeds: the bytes of the JSON object the notification was read from (inside a schema-registry frame:
+    the payload), or, for text, the body. No copy or parse: free to keep.
     """
-    kept: list[Any] = [] if keep_source else None  # type: ignore[assignment]
     try:
-        envelope, notification = _read(raw, headers, max_bytes, mapping, kept)
+        envelope, notification, source = _read(raw, headers, max_bytes, mapping)
     except InvalidNotification as exc:
         return Read("invalid", error=exc)
     except Exception as exc:  # anything a parser or a shape raises: the record is the problem, never the worker
         return Read("invalid", error=InvalidNotification("undecodable", f"{type(exc).__name__}: {exc}"[:300]))
-    source = kept[0] if kept else (notification.body if keep_source and envelope in _TEXT_VALUES else None)
     return Read(envelope, notification, source=source)
 
 
-def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
-          kept: list[Any] | None) -> tuple[str, Notification]:
+def _read(raw: bytes | None, headers: Headers, max_bytes: int,
+          mapping: FieldMapping | None) -> tuple[str, Notification, bytes | str]:
     if not raw:
         raise InvalidNotification("empty", "the message value is empty")
     if len(raw) > max_bytes:
@@ -80,22 +78,22 @@ def _read(raw: bytes | None, headers: Headers, max_bytes: int, mapping: FieldMap
     structured = False
     if headers:
         if any(name == "ce_specversion" for name, _ in headers):
-            return _cloudevent_binary(raw, headers, max_bytes, mapping, kept)
+            return _cloudevent_binary(raw, headers, max_bytes, mapping)
         structured = _content_type(headers).startswith("application/cloudevents+json")
     payload, schema_id = raw, None
     if raw[0] < 32 or raw[0] == 127:  # a frame, or bytes that are not text (tab, newline, CR are: unframe says)
         unframed = unframe(raw)
         payload, schema_id = unframed.payload, unframed.schema_id
-    if mapping is None and schema_id is None and kept is None and not structured and not _MARKERS.search(payload):
+    if mapping is None and schema_id is None and not structured and not _MARKERS.search(payload):
         notification = decode_notification(payload, max_bytes=max_bytes)  # flat JSON or text: the fast path
-        return (FLAT if payload[:1] == b"{" or payload.lstrip()[:1] == b"{" else TEXT), notification
+        if payload[:1] == b"{" or payload.lstrip()[:1] == b"{":
+            return FLAT, notification, payload
+        return TEXT, notification, notification.body or ""
     if payload.lstrip()[:1] not in (b"{", b"["):
-        return TEXT, decode_notification(payload, max_bytes=max_bytes)
-    obj = _parse_object(payload)
-    if kept is not None:
-        kept.append(obj)
-    envelope, notification = notification_from_object(obj, mapping, event=structured)
-    return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification
+        notification = decode_notification(payload, max_bytes=max_bytes)
+        return TEXT, notification, notification.body or ""
+    envelope, notification = notification_from_object(_parse_object(payload), mapping, event=structured)
+    return ("schema_registry" if schema_id is not None and envelope == FLAT else envelope), notification, payload
 
 
 def _content_type(headers: Headers) -> str:
@@ -165,8 +163,8 @@ def _with_event(fields: Fields, attributes: Mapping[str, Any]) -> Fields:
     return filled
 
 
-def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int, mapping: FieldMapping | None,
-                       kept: list[Any] | None) -> tuple[str, Notification]:
+def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int,
+                       mapping: FieldMapping | None) -> tuple[str, Notification, bytes | str]:
     """CloudEvents' binary mode: the attributes are `ce_*` headers and the value is the event's data.
 
     A `content-type` header (the event's datacontenttype) of text/* makes the value the body as it is, even when
@@ -176,16 +174,16 @@ def _cloudevent_binary(raw: bytes, headers: Headers, max_bytes: int, mapping: Fi
     attributes = {name[3:]: value.decode("utf-8", "replace") for name, value in headers
                   if name.startswith("ce_") and value is not None}
     payload, content_type = unframe(raw).payload, _content_type(headers)
+    source: bytes | str = payload
     if content_type.startswith("text/"):
-        fields: Fields = {"body": _text(payload)}
+        source = _text(payload)
+        fields: Fields = {"body": source}
     elif payload.lstrip()[:1] == b"{":
-        obj = _parse_object(payload)
-        if kept is not None:
-            kept.append(obj)
-        _, fields = _cloudevent_data({"data": obj}, mapping)
+        _, fields = _cloudevent_data({"data": _parse_object(payload)}, mapping)
     else:
-        fields = {"body": decode_notification(payload, max_bytes=max_bytes).body}
-    return "cloudevents_binary", notification_from_fields(_with_event(fields, attributes))
+        source = decode_notification(payload, max_bytes=max_bytes).body or ""
+        fields = {"body": source}
+    return "cloudevents_binary", notification_from_fields(_with_event(fields, attributes)), source
 
 
 def _text(payload: bytes) -> str:

@@ -112,10 +112,11 @@ def test_cloudevents_data_base64_json_is_parsed_like_any_value() -> None:
     assert result.error is not None and result.error.reason == "invalid_json"
 
 
-def test_keep_source_keeps_the_input_object_in_binary_mode_too() -> None:
-    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e9")]
-    assert read_notification(b'{"title": "T", "x": 1}', headers, keep_source=True).source == {"title": "T", "x": 1}
-    assert read_notification(b"plain", headers, keep_source=True).source == "plain"
+def test_a_text_content_type_keeps_the_binary_mode_value_as_its_source() -> None:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e9"), ("content-type", b"text/plain")]
+    read = read_notification(b'  {"title": "T"} ', headers)
+    assert read.notification is not None and read.notification.body == '{"title": "T"}'
+    assert read.source == '{"title": "T"}'
 
 
 def frame(schema_id: int, payload: bytes) -> bytes:
@@ -193,7 +194,7 @@ def test_any_json_object_gives_a_notification_or_a_rejection(obj: dict[str, Any]
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), HEADERS, MAPPINGS)
 def test_any_bytes_give_a_notification_or_a_rejection(raw: bytes, headers: list, mapping: FieldMapping | None) -> None:
-    assert settled(read_notification(raw, headers, mapping=mapping, keep_source=True))
+    assert settled(read_notification(raw, headers, mapping=mapping))
 
 
 def outcome(result: Read) -> Notification | str:
@@ -228,3 +229,35 @@ def test_todays_text_reads_exactly_as_the_contract_decodes_it(raw: bytes) -> Non
     if control or raw.lstrip()[:1] == b"{":
         return  # control bytes are binary now (binary_payload); objects are the test above's
     assert outcome(read_notification(raw)) == contract_outcome(raw)
+
+
+@pytest.mark.parametrize(("name", "value"), [(c[0], c[1]) for c in CASES], ids=[c[0] for c in CASES])
+def test_the_source_is_the_input_objects_bytes_as_sent(name: str, value: Any) -> None:
+    raw = json.dumps(value, indent=1).encode()
+    assert read_notification(raw).source == raw
+
+
+CE_BINARY = [("ce_specversion", b"1.0"), ("ce_id", b"e9"), ("ce_source", b"/billing")]
+
+
+@pytest.mark.parametrize(("raw", "headers", "source"), [
+    (b"  plain text body \n", [], "plain text body"),  # text: the body, wrapped by the output
+    (b"he wrote \"text\": nothing", [], 'he wrote "text": nothing'),  # text past the fast path
+    (frame(42, b'{"aps": {"alert": "hi"}, "x": 1}'), [], b'{"aps": {"alert": "hi"}, "x": 1}'),  # the frame's payload
+    (b'{"title": "Invoice", "body": "due"}', CE_BINARY, b'{"title": "Invoice", "body": "due"}'),  # the event's data
+    (b"plain body", CE_BINARY, "plain body"),
+], ids=["text", "text slow path", "schema registry", "cloudevents binary", "cloudevents binary text"])
+def test_the_source_of_text_frames_and_binary_cloudevents(raw: bytes, headers: list, source: Any) -> None:
+    read = read_notification(raw, headers)
+    assert read.error is None and read.source == source
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | OBJECTS.map(lambda obj: json.dumps(obj).encode()), HEADERS)
+def test_every_notification_has_its_source_an_object_or_its_body(raw: bytes, headers: list) -> None:
+    read = read_notification(raw, headers)
+    assert (read.source is None) == (read.notification is None)
+    if isinstance(read.source, bytes):
+        assert isinstance(json.loads(read.source), dict)  # what enriched output appends its key to
+    elif read.source is not None:
+        assert read.notification is not None and read.source == read.notification.body

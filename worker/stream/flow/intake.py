@@ -69,7 +69,6 @@ class Intake:
         self._tokenizer: InferenceThread | None = None  # counts them off the event loop; started on first use
         self._mapping = FieldMapping.parse(settings.input_fields)  # a user's own envelope (NOTIF_INPUT_FIELDS)
         self._envelopes = {name: metrics.input_envelopes.labels(envelope=name) for name in ENVELOPES}
-        self._enriched = settings.output_format == "enriched"  # the input's own object is kept for the output
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
@@ -165,7 +164,7 @@ class Intake:
             self.outbox.submit([self.outbox.dead_letter(work, "too_large", too_large)])
             return
         read = read_notification(record.value, record.headers, max_bytes=settings.max_message_bytes,
-                                 mapping=self._mapping, keep_source=self._enriched)
+                                 mapping=self._mapping)
         self._envelopes[read.envelope].inc()
         if read.error is not None:
             self.outbox.submit([self.outbox.dead_letter(work, read.error.reason, read.error.message)])

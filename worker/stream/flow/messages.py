@@ -48,8 +48,11 @@ class Messages:
             counter = self.metrics.classifications.labels(folder=result.folder, priority=str(result.priority))
             self._classified[(result.folder, result.priority)] = counter
         timestamp = work.record.timestamp
-        value = (enriched_value(work.source, result.model_dump(mode="json")) if self._enriched
-                 else result.to_json_bytes())
+        if self._enriched:
+            assert work.source is not None  # intake keeps it with every notification it reads
+            value = enriched_value(work.source, result.to_json_bytes())
+        else:
+            value = result.to_json_bytes()
         return Delivery(work, self.settings.output_topic, key, value, propagated(work.record.headers, self._propagate),
                         counter, timestamp if timestamp >= 0 else None)
 

@@ -20,8 +20,8 @@ it and without the input's headers, adding:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
-from typing import Any
 
 from worker.contract import Notification
 
@@ -94,9 +94,29 @@ def propagated(headers: Sequence[tuple[str, bytes]], names: frozenset[str]) -> l
     return [(name, value) for name, value in headers if name.lower() in names]
 
 
-def enriched_value(source: dict[str, Any] | str | None, result: dict[str, Any]) -> bytes:
-    """The input's own object with the classification under ENRICHED_KEY (an input's own key of that name is
-    replaced); plain text becomes {"text": ...}."""
-    base: dict[str, Any] = dict(source) if isinstance(source, dict) else {"text": source or ""}
-    base[ENRICHED_KEY] = result
-    return json.dumps(base, ensure_ascii=False).encode("utf-8")
+def enriched_value(source: bytes | str, result: bytes) -> bytes:
+    """The input's JSON object as received with the result's JSON added under ENRICHED_KEY; text becomes
+    {"text": ...}.
+
+    The input's bytes are kept as they are (key order, spacing, number forms) and the key appended before the
+    closing brace: no parse, no re-serialisation. Only an input that may already hold the key (its name appears, or
+    one of its letters is escaped) is parsed and written again, with its own value replaced.
+    """
+    if isinstance(source, str):
+        return b'{"text":' + json.dumps(source, ensure_ascii=False).encode("utf-8") + _ENRICHED_MEMBER + result + b"}"
+    if _ENRICHED_NAME not in source and (b"\\u" not in source or _ESCAPED_LETTER.search(source) is None):
+        head = source.strip()[:-1]  # a JSON object (the reader made sure): all but its closing brace
+        return head + (_ENRICHED_MEMBER if head.rstrip() != b"{" else _ENRICHED_MEMBER[1:]) + result + b"}"
+    document = json.loads(source)
+    document[ENRICHED_KEY] = json.loads(result)
+    # ASCII: a lone surrogate escape (\ud800) in a field the reader ignores stays an escape, never a UnicodeError
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
+
+
+_ENRICHED_NAME = ENRICHED_KEY.encode()
+_ENRICHED_MEMBER = b',"' + _ENRICHED_NAME + b'":'
+# A \u escape of one of ENRICHED_KEY's letters (hex digits in either case): a spelling of the key without its
+# plain name has one. (Case-sensitive classes: an IGNORECASE pattern costs ~4 us per record, this ~0.1.)
+_ESCAPED_LETTER = re.compile(rb"\\u00(?:" + "|".join(
+    "".join(f"[{digit}{digit.upper()}]" if digit.isalpha() else digit for digit in f"{ord(letter):02x}")
+    for letter in sorted(set(ENRICHED_KEY))).encode() + rb")")

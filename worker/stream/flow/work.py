@@ -19,7 +19,7 @@ class Work:
     state: PartitionOffsets
     notification: Notification | None = None
     tokens: int = 0
-    source: dict[str, Any] | str | None = None  # NOTIF_OUTPUT_FORMAT=enriched: the input's own object (or text)
+    source: bytes | str | None = None  # NOTIF_OUTPUT_FORMAT=enriched: the input's JSON object as received, or text
     pending: int = 1  # publications still unacknowledged: the offset is done when the last one is (review)
 
 

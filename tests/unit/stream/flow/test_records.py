@@ -1,10 +1,17 @@
-"""Result keys and dead-letter headers."""
+"""Result keys, dead-letter headers, the headers results carry on, and enriched values."""
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
-from worker.contract import Notification
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.readme import readme_text
+from worker.contract import ClassificationResult, Notification
 from worker.stream.flow.records import (
     ENRICHED_KEY,
     MAX_MESSAGE_CHARS,
@@ -60,9 +67,52 @@ def test_propagated_headers_are_the_named_ones_in_any_case_in_their_order() -> N
     assert propagated(headers, header_names("")) == [] and propagated([], names) == []
 
 
-def test_enriched_value_is_the_input_object_with_the_classification_under_one_key() -> None:
-    result = {"folder": "Work", "priority": 3}
-    source = {"message": {"notification": {"title": "T"}}, "notif_triage": "stale", "n": 1}
-    assert json.loads(enriched_value(source, result)) == {"message": {"notification": {"title": "T"}}, "n": 1,
-                                                          ENRICHED_KEY: result}
-    assert json.loads(enriched_value("plain text body", result)) == {"text": "plain text body", ENRICHED_KEY: result}
+RESULT = b'{"folder":"Work","priority":3}'
+
+
+def test_enriched_value_is_the_input_as_sent_with_the_classification_appended_under_one_key() -> None:
+    source = b' {"title": "T",  "n": 1.50e2, "big": 12345678901234567890, "s": "caf\\u00e9"}\n'
+    assert enriched_value(source, RESULT) == (  # the input's own bytes: spacing, number forms, escapes
+        b'{"title": "T",  "n": 1.50e2, "big": 12345678901234567890, "s": "caf\\u00e9","notif_triage":' + RESULT + b"}")
+    nested = b'{"data": {"notif_triage": 1}, "title": "T"}'  # a key of that name deeper down stays
+    assert json.loads(enriched_value(nested, RESULT)) == {"data": {"notif_triage": 1}, "title": "T",
+                                                          ENRICHED_KEY: json.loads(RESULT)}
+    assert json.loads(enriched_value(b"{ }", RESULT)) == {ENRICHED_KEY: json.loads(RESULT)}
+
+
+@pytest.mark.parametrize("source", [b'{"notif_triage": "stale", "n": 1}', b'{"n": 1, "notif\\u005ftriage": "stale"}',
+                                    b'{"\\u006Eotif_triage": {"folder": "old"}, "n": 1}',
+                                    b'{"notif_triage": 0, "n": 1, "x": "\\ud800 caf\xc3\xa9"}'],
+                         ids=["plain", "escaped underscore", "escaped n", "lone surrogate escape"])
+def test_an_input_holding_the_key_has_it_replaced_however_it_is_spelt(source: bytes) -> None:
+    value = enriched_value(source, RESULT)
+    assert json.loads(value) == {**json.loads(source), ENRICHED_KEY: json.loads(RESULT)}
+    assert json.loads(value)["n"] == 1
+    assert value.count(b"notif") == 1  # one key: no duplicate for a reader to choose from
+
+
+def test_text_is_wrapped_as_one_json_string() -> None:
+    text = 'he said "hi"\n\tcafé \\ done'
+    assert json.loads(enriched_value(text, RESULT)) == {"text": text, ENRICHED_KEY: json.loads(RESULT)}
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                       max_size=3), max_leaves=12)
+OBJECTS = st.dictionaries(st.sampled_from([ENRICHED_KEY, "title", "notif", "n\u00e9"]) | st.text(max_size=14),
+                          JSON_VALUES, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OBJECTS, st.booleans(), st.sampled_from([None, 1]))
+def test_any_object_however_written_is_itself_plus_the_key(obj: dict[str, Any], ascii_only: bool,
+                                                           indent: int | None) -> None:
+    source = json.dumps(obj, ensure_ascii=ascii_only, indent=indent).encode()
+    assert json.loads(enriched_value(source, RESULT)) == {**obj, ENRICHED_KEY: json.loads(RESULT)}
+
+
+def test_the_readmes_enriched_example_is_what_the_worker_publishes() -> None:
+    section = readme_text().split("**Trace headers and enriched output.**", 1)[1]
+    sent, published = re.findall(r"```json\n(.*?)```", section, re.S)[:2]
+    result = ClassificationResult.model_validate(json.loads(published)[ENRICHED_KEY])  # a real result record
+    assert json.loads(enriched_value(sent.encode(), result.to_json_bytes())) == json.loads(published)
