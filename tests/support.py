@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,3 +56,24 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"  # a process that hangs or dies leaves every thread's stack behind
     return {**env, **extra}
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` installed (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone already
+        return False
+    caught = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(caught >> (sig - 1) & 1)
+
+
+def wait_until_it_catches(pid: int, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> float:
+    """Poll (every millisecond) until process ``pid`` catches ``sig``: the first moment a signal can be anything
+    but fatal (the interpreter's own start-up, before any line of ours runs, cannot catch one). Seconds waited."""
+    started = time.monotonic()
+    while not catches(pid, sig):
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"process {pid} did not install a {sig.name} handler within {timeout_s}s")
+        time.sleep(0.001)
+    return time.monotonic() - started
