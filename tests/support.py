@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,3 +58,45 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"  # a process that hangs or dies leaves every thread's stack behind
     return {**env, **extra}
+
+
+def run_python(args: Sequence[str], *, env: dict[str, str], timeout_s: float,
+               input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([python, *args])``, except that a process still running after ``timeout_s`` gets SIGABRT
+    before it is killed: faulthandler (on in subprocess_env) writes every thread's stack to its stderr, and the
+    test fails showing them (subprocess.run's timeout kills with SIGKILL, which leaves nothing behind)."""
+    process = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.PIPE if input_text else None,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = process.communicate(input_text, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        raise AssertionError(f"python {' '.join(args)} still ran after {timeout_s}s; its stdout ends "
+                             f"{out[-2000:]!r}; its stderr, with every thread's stack:\n{err[-30000:]}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` installed (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone already
+        return False
+    caught = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(caught >> (sig - 1) & 1)
+
+
+def wait_until_it_catches(pid: int, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> float:
+    """Poll (every millisecond) until process ``pid`` catches ``sig``: the first moment a signal can be anything
+    but fatal (the interpreter's own start-up, before any line of ours runs, cannot catch one). Seconds waited."""
+    started = time.monotonic()
+    while not catches(pid, sig):
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"process {pid} did not install a {sig.name} handler within {timeout_s}s")
+        time.sleep(0.001)
+    return time.monotonic() - started

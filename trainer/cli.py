@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer import TrainerError
-from trainer.config import TrainConfig, add_config_flags, config_from_args
-from worker.commands.cli import shutdown_timeout_s
-from worker.commands.flags import add_model_flags, settings_from_args
-from worker.commands.stopping import interrupt_within
-from worker.settings import Settings
+from worker.commands.cli import run_bounded, shutdown_timeout_s
+from worker.commands.stopping import EARLY, PROCESS_EXIT, StopDeadline
+
+# Imported where they are used: this module loads before the stop handlers are in place (`entry`, `main`), so
+# it imports next to nothing (the settings' pydantic, torch and the rest come after).
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -26,6 +26,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from trainer.config import config_from_args
+
     config = config_from_args(args)
     if config.dry_run:
         from trainer.data import describe_problems
@@ -44,6 +46,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate
+    from worker.commands.flags import settings_from_args
 
     settings = settings_from_args(args)
     compare = Path(args.compare) if args.compare else None
@@ -63,6 +66,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trainer.config import TrainConfig, add_config_flags
+    from worker.commands.flags import add_model_flags
+    from worker.settings import Settings
+
     parser = argparse.ArgumentParser(prog="notif-train", description="Build and evaluate the classifier's adapter.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -93,14 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The process's entry (`notif-train`, `python -m trainer`): ``main``, then a bounded exit."""
+    EARLY.install()  # first: a SIGTERM while the rest imports is remembered, never fatal
+    code = main()
+    StopDeadline(shutdown_timeout_s()).arm(PROCESS_EXIT)  # the interpreter's exit (threads, exit handlers) too
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (also in-process, from tests: no deadline is armed once the command returns)."""
+    EARLY.install()
     args = build_parser().parse_args(argv)
-    interrupt_within(shutdown_timeout_s())  # SIGTERM interrupts a run; an unwinding that hangs ends with its stacks
+    return run_bounded(lambda: _run(args))  # SIGTERM interrupts a run (exit 130) under the stop deadline
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

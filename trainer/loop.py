@@ -9,7 +9,6 @@ arithmetic of one pass), training figures summed on the device and read only whe
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from transformers import Trainer, TrainerCallback
 
 from trainer import TrainerError
 from trainer.batches import IGNORE
+from worker.model.loading import write_adapter_contract
 
 
 class TrainingError(TrainerError):
@@ -132,17 +132,14 @@ class NotifTrainer(Trainer):
 
 
 class ContractInCheckpoints(TrainerCallback):
-    """Each checkpoint-N carries notif_contract.json like the final adapter, so the worker's contract check can
-    vouch for a mid-run checkpoint served as an adapter (`notif-worker classify --adapter OUT/checkpoint-N`)."""
-
-    def __init__(self, contract: dict[str, str], file_name: str) -> None:
-        self.text = json.dumps(contract, indent=2) + "\n"
-        self.file_name = file_name
+    """Each checkpoint-N carries notif_contract.json like the final adapter (the same writer), so the worker's
+    contract check can vouch for a mid-run checkpoint served as an adapter
+    (`notif-worker classify --adapter OUT/checkpoint-N`)."""
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
-            (folder / self.file_name).write_text(self.text)
+            write_adapter_contract(folder)
         return control
 
 

@@ -37,8 +37,14 @@ from trainer.loop import (
 )
 from trainer.model import trainable_model
 from trainer.plan import Plan, count_parameters, make_plan, world_size
-from worker.contract import CONTRACT_VERSION, contract_fingerprint
-from worker.model.loading import CONTRACT_FILE, ModelLoadError, load_tokenizer, resolve_device, resolve_dtype
+from worker.contract import CONTRACT_VERSION
+from worker.model.loading import (
+    ModelLoadError,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    write_adapter_contract,
+)
 from worker.settings import Settings
 
 CONFIG_FILE = "training_config.json"
@@ -94,7 +100,7 @@ def train(config: TrainConfig, *, progress: bool = True, callbacks: Sequence[Any
         model=model, args=_arguments(config, plan, setup), train_dataset=encoded, eval_dataset=validation,
         data_collator=Collator(encoder, tokenizer.pad_token_id, label_weights(encoded, config.label_weighting)),
         sampler=EpochSampler(encoded, config.sampling, config.seed, config.batch_size * config.grad_accum),
-        callbacks=[LogLastStep(), ContractInCheckpoints(contract_fingerprint(), CONTRACT_FILE), timer,
+        callbacks=[LogLastStep(), ContractInCheckpoints(), timer,
                    Progress(lambda line: _say(setup, [line]), progress and setup.main), *callbacks],
     )
     for name in ("PrinterCallback", "ProgressCallback"):  # Progress prints our lines instead of raw dicts
@@ -239,7 +245,7 @@ def save_adapter(model: Any, out: Path, config: TrainConfig, plan: Plan, summary
     """peft's adapter files plus what the worker checks and what a reader needs to reproduce the run."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
-    (out / CONTRACT_FILE).write_text(json.dumps(contract_fingerprint(), indent=2) + "\n")
+    write_adapter_contract(out)
     resolved = {**config.to_dict(), "contract_version": CONTRACT_VERSION, "device": str(setup.device),
                 "dtype": str(setup.dtype).removeprefix("torch."), "plan": plan.to_dict()}
     (out / CONFIG_FILE).write_text(json.dumps(resolved, indent=2) + "\n")

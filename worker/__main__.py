@@ -4,6 +4,6 @@ from worker.commands.stopping import EARLY
 
 EARLY.install()  # first: a SIGTERM while the rest imports is remembered (worker/commands/stopping.py)
 
-from worker.commands.cli import main  # noqa: E402  (after the signal handlers, on purpose)
+from worker.commands.cli import entry  # noqa: E402  (after the signal handlers, on purpose)
 
-raise SystemExit(main())
+raise SystemExit(entry())

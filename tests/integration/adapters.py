@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support import subprocess_env
+from tests.support import run_python, subprocess_env
 from worker.model.loading import CONTRACT_FILE
 from worker.synth.sampler import iter_raw_notifications
 
@@ -38,10 +36,7 @@ def classify_with_worker(model: Path, adapter: Path | None, tmp_path: Path) -> l
     source.write_text("".join(json.dumps(next(stream)) + "\n" for _ in range(40)))
     out = tmp_path / ("adapted.jsonl" if adapter else "bare.jsonl")
     extra = ["--adapter", str(adapter)] if adapter else []
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "classify", str(source), "--out", str(out), "--model", str(model),
-         "--quantization", "none", "--device", "cpu", *extra],
-        capture_output=True, text=True, timeout=240, env=subprocess_env(),
-    )
+    done = run_python(["-m", "worker", "classify", str(source), "--out", str(out), "--model", str(model),
+                       "--quantization", "none", "--device", "cpu", *extra], env=subprocess_env(), timeout_s=240)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in out.read_text().splitlines()]

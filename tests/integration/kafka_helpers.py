@@ -292,9 +292,17 @@ class WorkerProcess:
         self.process.send_signal(sig)
 
     async def wait_exit(self, timeout_s: float) -> int:
+        """The exit code; a worker still running after ``timeout_s`` gets SIGABRT first (faulthandler writes
+        every thread's stack into its log) and the test fails showing them."""
         assert self.process is not None
         process = self.process
-        await eventually(lambda: _done(process), timeout_s, "worker exit")
+        try:
+            await eventually(lambda: _done(process), timeout_s, "worker exit")
+        except AssertionError:
+            process.send_signal(signal.SIGABRT)
+            await asyncio.to_thread(process.wait, 30)
+            raise AssertionError(f"the worker did not exit within {timeout_s}s; its log, with every thread's "
+                                 f"stack:\n{self.log_tail(30000)}") from None
         return int(process.returncode)
 
     def stop(self) -> None:

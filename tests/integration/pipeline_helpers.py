@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +66,11 @@ def _get(url: str) -> tuple[int, str]:
 
 @asynccontextmanager
 async def running_worker(settings: Settings, classifier: NotificationClassifier | None = None,
-                         kafka: KafkaClients | None = None) -> AsyncIterator[RunningWorker]:
-    """A pipeline running on this loop with its HTTP port; stopped (SIGTERM's path) on the way out."""
+                         kafka: KafkaClients | None = None,
+                         on_stage: Callable[[str], None] | None = None) -> AsyncIterator[RunningWorker]:
+    """A pipeline running on this loop with its HTTP port; stopped (SIGTERM's path) on the way out.
+
+    ``on_stage`` hears the stop's stages (Pipeline.run)."""
     registry = CollectorRegistry()
     health = HealthState(liveness_timeout_s=settings.liveness_timeout_s)
     health.model_loaded = True
@@ -76,7 +79,7 @@ async def running_worker(settings: Settings, classifier: NotificationClassifier 
     pipeline = Pipeline(settings, classifier or InstantClassifier(), kafka or KafkaClients(settings), thread,
                         Metrics(registry), health)
     stop = asyncio.Event()
-    task = asyncio.create_task(pipeline.run(stop))
+    task = asyncio.create_task(pipeline.run(stop, on_stage) if on_stage else pipeline.run(stop))
     try:
         yield RunningWorker(pipeline, health, registry, server, task)
     finally:

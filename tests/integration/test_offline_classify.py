@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import subprocess_env
+from tests.support import run_python, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +26,9 @@ LINES = [
 def run_classify(tiny_model_dir: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(LINES) + b"\n")
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "classify", str(source), "--out", str(tmp_path / "out.jsonl"),
-         "--model", str(tiny_model_dir), "--quantization", "none", "--device", "cpu", *extra],
-        capture_output=True, text=True, timeout=240, env=subprocess_env(NOTIF_MAX_BATCH_SIZE="4"),
-    )
+    return run_python(["-m", "worker", "classify", str(source), "--out", str(tmp_path / "out.jsonl"),
+                       "--model", str(tiny_model_dir), "--quantization", "none", "--device", "cpu", *extra],
+                      env=subprocess_env(NOTIF_MAX_BATCH_SIZE="4"), timeout_s=240)
 
 
 @pytest.mark.parametrize("decoding", ["constrained", "generate"])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.fault_proxy import FaultProxy
 from tests.integration.kafka_helpers import (
     TopicReader,
     Topics,
@@ -21,7 +22,10 @@ from tests.integration.kafka_helpers import (
     eventually,
     notification_messages,
     produce,
+    read_all,
 )
+from tests.integration.pipeline_helpers import running_worker, settings_for
+from tests.support import wait_until_it_catches
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -162,18 +166,23 @@ async def test_bad_settings_exit_2(env: dict[str, str], tmp_path: Path) -> None:
         process.stop()
 
 
-@pytest.mark.parametrize("moment", [0.05, 0.3, 1.0, "model_loaded", "connected"])
+@pytest.mark.parametrize("moment", ["handler", 0.3, 1.0, "model_loaded", "connected", "partitions_assigned"])
 async def test_sigterm_at_any_moment_of_start_up_exits_0_and_commits_nothing(
         moment: float | str, broker: str, make_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
-    """While Python imports (the handler is installed before torch, transformers and aiokafka), while the model
-    loads, while it connects: exit 0, nothing consumed, nothing committed (was: -15 in the first second)."""
+    """While Python imports (the handler is installed before torch, transformers and aiokafka: "handler" is the
+    first moment the process catches SIGTERM at all, the interpreter's own start-up before it cannot), while
+    the model loads, while it connects, as its partitions arrive: exit 0, no traceback; nothing committed when
+    nothing was consumed, and never an offset whose output is missing (was: -15 in the first second)."""
     topics = await make_topics(partitions=2)
     await produce(broker, topics.input, notification_messages(20), partitions=2)
     env = {**topics.env(broker), "NOTIF_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S), "NOTIF_MAX_WAIT_MS": "2000",
            "NOTIF_COMMIT_INTERVAL_MS": "60000"}  # a commit would come only from the stop: none may be due
     process = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
-        if isinstance(moment, str):
+        if moment == "handler":
+            assert process.process is not None
+            await asyncio.to_thread(wait_until_it_catches, process.process.pid)
+        elif isinstance(moment, str):
             await eventually(has_event(process, moment), 30, f"the worker logs {moment}", interval_s=0.01)
         else:
             await asyncio.sleep(moment)
@@ -182,6 +191,52 @@ async def test_sigterm_at_any_moment_of_start_up_exits_0_and_commits_nothing(
         process.stop()
     events = event_names(process)
     assert "Traceback" not in process.log_tail(100_000)
+    done = await committed(broker, topics.group, topics.input)
     if "partitions_assigned" not in events:  # stopped before anything could be consumed
-        assert await committed(broker, topics.group, topics.input) == {0: 0, 1: 0}
+        assert done == {0: 0, 1: 0}
         assert "batch" not in events
+    elif sum(done.values()):  # the stop finished what it had taken: each committed input has its output
+        assert len(await read_all(broker, topics.output, at_least=sum(done.values()))) >= sum(done.values())
+    if moment == "handler":
+        assert "model_loaded" not in events and "stopped" in events
+
+
+async def test_a_stop_while_the_broker_answers_nothing_is_bounded(
+        fault_proxy: FaultProxy, make_proxied_topics: Callable[..., Awaitable[Topics]], tmp_path: Path) -> None:
+    """SIGTERM with results unacknowledged and a broker that answers nothing (a blackholed network): the stop
+    gives up on the acknowledgements, the commit and leaving the group within its deadline and exits 0; the
+    next owner redoes the rest."""
+    topics = await make_proxied_topics(partitions=2)
+    await produce(fault_proxy.address, topics.input, notification_messages(40), partitions=2)
+    env = {**topics.env(fault_proxy.address), "NOTIF_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S),
+           "NOTIF_MAX_BATCH_SIZE": "4"}
+    process = WorkerProcess(env, tmp_path / "worker.log", ("--instant-classifier", "--instant-delay-ms", "300"))
+    process.start()
+    try:
+        async with TopicReader(fault_proxy.address, topics.output) as outputs:
+            await outputs.read_until(4, timeout_s=60)
+        fault_proxy.blackhole()
+        started = time.monotonic()
+        process.signal(signal.SIGTERM)
+        code = await process.wait_exit(60)
+        elapsed = time.monotonic() - started
+    finally:
+        process.stop()
+    assert code == 0 and elapsed < SHUTDOWN_S + SLACK_S, process.log_tail()
+    events = event_names(process)
+    assert "shutdown_deadline_passed" in events and "stopped" in events
+    assert not [name for name in events if name.startswith("Unclosed")], events  # was: the producer, left open
+
+
+async def test_the_stop_names_each_stage_as_it_begins(broker: str,
+                                                      make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    """The stages the stop deadline reports when one does not finish (worker/commands/stopping.py), in order."""
+    topics = await make_topics(partitions=1)
+    await produce(broker, topics.input, notification_messages(10))
+    stages: list[str] = []
+    async with (running_worker(settings_for(topics, broker), on_stage=stages.append),
+                TopicReader(broker, topics.output) as outputs):
+        await outputs.read_until(10, timeout_s=60)
+    names = [stage.split(" (")[0].split(":")[0] for stage in stages]
+    assert names == ["draining intake", "inference in flight", "outbox publish", "commit",
+                     "cancelling the pipeline's tasks", "leave group", "tokenizer thread"], stages

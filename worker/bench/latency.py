@@ -42,6 +42,7 @@ from worker.bench.common import (
     machine,
     write_outputs,
 )
+from worker.commands.stopping import EXIT_HUNG
 from worker.dev.broker import create_topics_async, free_port
 from worker.observe.logging import configure_logging
 from worker.settings import Settings
@@ -337,7 +338,8 @@ class WorkerSubprocess:
         self.port = free_port()
         self._log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log")  # noqa: SIM115
         full_env = {**os.environ, **env, "NOTIF_METRICS_PORT": str(self.port), "NOTIF_METRICS_HOST": "127.0.0.1",
-                    "NOTIF_LOG_FORMAT": "json", "NOTIF_LOG_LEVEL": "warning"}
+                    "NOTIF_LOG_FORMAT": "json", "NOTIF_LOG_LEVEL": "warning",
+                    "PYTHONFAULTHANDLER": "1"}  # a worker that hangs or dies leaves every stack in its log
         self.process = subprocess.Popen([sys.executable, "-m", "worker", "serve", *serve_args], env=full_env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -372,6 +374,9 @@ class WorkerSubprocess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.returncode == EXIT_HUNG:  # its stop overran the deadline: the stacks are in its log
+            print(f"bench: the worker's stop overran its deadline (exit {EXIT_HUNG}); its log ends:\n"
+                  f"{self.log_tail(20000)}", file=sys.stderr)
         self._log.close()
 
     def log_tail(self, size: int = 3000) -> str:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from worker.commands import produce_demo as demo_producer
 from worker.commands.flags import add_model_flags, settings_from_args
 from worker.commands.serve import Loader, model_loader, serve
-from worker.commands.stopping import StopDeadline
+from worker.commands.stopping import EARLY, LOOP_TEARDOWN, PROCESS_EXIT, StopDeadline
 from worker.contract import ClassificationResult
 from worker.dev.broker import BrokerStartError, EmbeddedBroker, create_topics
 from worker.observe.logging import configure_logging
@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if EARLY.received is not None:  # a stop before anything started: start nothing (no broker, no model)
+        print(f"stopped by {EARLY.received} before starting", file=sys.stderr)
+        return 0
     settings = settings_from_args(args).with_overrides(
         metrics_port=args.metrics_port,
         log_level=None if "NOTIF_LOG_LEVEL" in os.environ else DEMO_LOG_LEVEL,
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             code = asyncio.run(demo(settings, model_loader(settings), rate=args.rate, count=args.count,
                                     seed=args.seed, out=out, deadline=deadline))
             deadline.arm("stopping the embedded broker")
-            return code
+        deadline.stage(PROCESS_EXIT)
+        return code
     except BrokerStartError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -127,6 +131,8 @@ async def demo(settings: Settings, load: Loader, *, rate: float, count: int | No
     done.set()
     printed, _ = await asyncio.gather(printer, producer, return_exceptions=True)
     print(f"stopped after {printed if isinstance(printed, int) else 0} results", file=out, flush=True)
+    if deadline is not None:
+        deadline.stage(LOOP_TEARDOWN)
     return EXIT_FAILED if failed else code
 
 

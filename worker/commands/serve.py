@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from worker.commands.flags import add_model_flags, settings_from_args
-from worker.commands.stopping import EARLY, StopDeadline
+from worker.commands.stopping import EARLY, LOOP_TEARDOWN, PROCESS_EXIT, StopDeadline
 from worker.contract import CONTRACT_VERSION
 from worker.dev.instant import InstantClassifier
 from worker.observe.health import HealthServer, HealthState
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         code = asyncio.run(serve(settings, lambda: InstantClassifier(delay_s=delay_s), deadline))
     else:
         code = asyncio.run(serve(settings, model_loader(settings), deadline))
-    deadline.arm("the process's exit (joining threads)")  # also after a failure: the exit itself is bounded
+    deadline.arm(PROCESS_EXIT)  # also after a failure before the HTTP port: the exit itself is bounded
     return code
 
 
@@ -110,16 +110,26 @@ async def serve(settings: Settings, load: Loader, deadline: StopDeadline | None 
     log.info("http_listening", host=settings.metrics_host, port=server.port)
     thread = InferenceThread()
     try:
-        return await _serve(settings, load, thread, metrics, health, stop)
+        return await _serve(settings, load, thread, metrics, health, stop,
+                            deadline.stage if deadline is not None else _unnamed)
     finally:
-        if deadline is not None:
-            deadline.stage("stopping the model thread and the HTTP server")
+        if deadline is not None:  # armed here too when nothing asked for the stop (a failure): every exit is bounded
+            deadline.arm("model thread and HTTP server: stopping them")
         thread.stop()
         await server.stop()
+        if deadline is not None:
+            deadline.stage(LOOP_TEARDOWN)
+
+
+def _unnamed(stage: str) -> None:
+    """No stop deadline to name the stages to (serve() in-process)."""
 
 
 async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metrics: Metrics,
-                 health: HealthState, stop: asyncio.Event) -> int:
+                 health: HealthState, stop: asyncio.Event, on_stage: Callable[[str], None]) -> int:
+    if stop.is_set():  # a signal during the imports: load nothing (a load left running would outlive the loop)
+        log.info("stopped", during="start-up")
+        return EXIT_OK
     health.starting("loading the model")
     try:
         classifier = await _load(thread, load, stop)
@@ -146,7 +156,7 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
     try:
         pipeline = Pipeline(settings, classifier, KafkaClients(settings), thread, metrics, health)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, pipeline.check_adapter)
-        await pipeline.run(stop)
+        await pipeline.run(stop, on_stage)
     except KafkaConfigError as exc:
         log.error("invalid_kafka_settings", error=str(exc))
         return EXIT_SETTINGS
@@ -185,7 +195,7 @@ def _handle_signals(stop: asyncio.Event, deadline: StopDeadline | None) -> None:
             os._exit(EXIT_FORCED)
         log.info("shutdown_requested", signal=name)
         if deadline is not None:
-            deadline.arm("finishing the batches in flight, publishing, committing, leaving the group")
+            deadline.arm(f"{name} received; the pipeline's stop not begun (still starting: model load, connect)")
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,11 +4,14 @@
 transformers, aiokafka) and before a command installs its own handlers: the signal is remembered and the
 command stops at its first chance (exit 0, nothing consumed), instead of the process dying of it mid-import.
 
-`StopDeadline` is armed by the first stop request (a signal, or the demo's own stop). Past
-NOTIF_SHUTDOWN_TIMEOUT_S plus `EXIT_SLACK_S` for the interpreter to exit, a daemon timer thread (it runs
-even when the event loop or the interpreter's exit is stuck) logs which stage did not finish and which
-threads are alive, writes every thread's stack to stderr (faulthandler) and ends the process with
-`EXIT_HUNG`.
+`StopDeadline` is armed by the first stop request (a signal, the demo's own stop) or, for a command that
+ends by itself, when its work is done. Past NOTIF_SHUTDOWN_TIMEOUT_S plus `EXIT_SLACK_S` for the interpreter
+to exit, a daemon timer thread (it runs even when the event loop or the interpreter's exit is stuck) logs
+which stage did not finish and which threads are alive, writes every thread's stack to stderr
+(faulthandler) and ends the process with `EXIT_HUNG`. Where Python itself can no longer run that thread
+(C code that holds the GIL, the interpreter's teardown after the exit handlers), faulthandler's own C
+watchdog does it `BACKSTOP_S` later: every thread's stack, then exit 1. `hard_bound_s` is the longest a stop
+can take; the container's grace period must exceed it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from types import FrameType
 
 EXIT_HUNG = 3
 EXIT_SLACK_S = 2.0  # after the stop's own bound: the interpreter's exit (joining threads, closing files)
+BACKSTOP_S = 5.0  # after the timer: faulthandler's C watchdog, for when no Python thread can run (exit 1)
+# the last stages of every stop, after the command's own (the deadline names the one that did not finish)
+LOOP_TEARDOWN = "the event loop's teardown (tasks left over, the default executor)"
+PROCESS_EXIT = "the process's exit (joining threads, exit handlers)"
+
+
+def hard_bound_s(timeout_s: float) -> float:
+    """The longest a stop with NOTIF_SHUTDOWN_TIMEOUT_S = ``timeout_s`` can take before the process is gone."""
+    return timeout_s + EXIT_SLACK_S + BACKSTOP_S
+
 
 class EarlySignals:
     """SIGTERM/SIGINT received before a command installed its handlers: remembered, never fatal."""
@@ -79,6 +92,8 @@ class StopDeadline:
         self._timer.name = "notif-stop-deadline"
         self._timer.daemon = True
         self._timer.start()
+        # needs no GIL: it fires even when the timer thread cannot run (the interpreter's teardown, stuck C code)
+        faulthandler.dump_traceback_later(hard_bound_s(self.timeout_s), exit=True, file=sys.stderr)
 
     def stage(self, name: str) -> None:
         """Name what the stop is doing now (reported if it does not finish)."""
@@ -89,6 +104,7 @@ class StopDeadline:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            faulthandler.cancel_dump_traceback_later()
 
     def _fire(self) -> None:
         threads = [f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()]

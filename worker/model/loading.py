@@ -176,6 +176,14 @@ def attach_adapter(model: Any, adapter: str, *, merge: bool = False) -> Any:
     return model.merge_and_unload() if merge else model
 
 
+def write_adapter_contract(folder: Path) -> Path:
+    """Write notif_contract.json into an adapter directory (the final adapter and every checkpoint-N of
+    notif-train): the fingerprint ``check_adapter_contract`` vouches for an adapter by."""
+    path = folder / CONTRACT_FILE
+    path.write_text(json.dumps(contract_fingerprint(), indent=2) + "\n")
+    return path
+
+
 def check_adapter_contract(adapter: str) -> dict[str, str]:
     """Read the adapter's notif_contract.json and refuse an adapter trained under another contract."""
     path = Path(adapter) / CONTRACT_FILE

@@ -11,7 +11,7 @@ confirm, commit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from typing import Any
 
@@ -39,6 +39,10 @@ from worker.stream.watcher import Watcher
 CLOSE_RESERVE_S = 5.0  # of the shutdown timeout, kept for leaving the group and closing the clients
 
 log = structlog.get_logger("worker.pipeline")
+
+
+def _quiet(stage: str) -> None:
+    """No one to tell the stop's stages to (tests, benches)."""
 
 
 class Pipeline:
@@ -72,8 +76,12 @@ class Pipeline:
                                    self.halted)
         self.watcher = Watcher(kafka, self.tracker, metrics, health, checks=[self.outbox.show_stall])
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Connect (retrying), process until ``stop`` is set, then finish, commit and close in time."""
+    async def run(self, stop: asyncio.Event, on_stage: Callable[[str], None] = _quiet) -> None:
+        """Connect (retrying), process until ``stop`` is set, then finish, commit and close in time.
+
+        ``on_stage`` hears each stage of the stop as it begins (the process's stop deadline names the one
+        that did not finish: worker/commands/stopping.py).
+        """
         if not await self._connect(stop):
             return
         loops = [asyncio.create_task(coro) for coro in (
@@ -88,16 +96,21 @@ class Pipeline:
         reserve = min(CLOSE_RESERVE_S, self.settings.shutdown_timeout_s / 4)
         log.info("shutdown_started", crashed=failure is not None)
         try:
-            await asyncio.wait_for(self._finish(loops[0], loops[1]), self.settings.shutdown_timeout_s - reserve)
+            await asyncio.wait_for(self._finish(loops[0], loops[1], on_stage),
+                                   self.settings.shutdown_timeout_s - reserve)
         except TimeoutError:
             log.warning("shutdown_deadline_passed", unfinished=self.tracker.in_flight,
                         note="uncommitted input is processed again by the next owner")
         finally:
             if self.shadow is not None:  # its last batches finish or are counted (stage "shutdown")
+                on_stage("the shadow's last batches")
                 await self.shadow.finish(reserve / 2)
+            on_stage("cancelling the pipeline's tasks")
             await _cancel([*loops, stopped, *self.outbox.tasks(), *(self.shadow.tasks() if self.shadow else [])])
+            on_stage("leave group: closing the Kafka clients")
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.kafka.stop(), reserve)
+            on_stage("tokenizer thread: closing intake")
             await self.intake.close()
         if failure is not None:
             raise failure
@@ -158,13 +171,19 @@ class Pipeline:
             return True
         return False
 
-    async def _finish(self, intake: asyncio.Task[None], inference: asyncio.Task[None]) -> None:
+    async def _finish(self, intake: asyncio.Task[None], inference: asyncio.Task[None],
+                      on_stage: Callable[[str], None]) -> None:
         """Stop fetching, let the batches in flight finish, wait for their acknowledgements, commit."""
         self.intake.stop()
         self.inference.stop()
         dropped = self.queue.close()
-        await asyncio.gather(intake, inference, return_exceptions=True)
+        on_stage("draining intake (the last fetch and its token counts)")
+        await asyncio.gather(intake, return_exceptions=True)
+        on_stage("inference in flight (the batches launched on the model)")
+        await asyncio.gather(inference, return_exceptions=True)
+        on_stage(f"outbox publish (waiting for the broker's acknowledgements of {self.tracker.in_flight} inputs)")
         await self.outbox.settle()
+        on_stage("commit (the acknowledged offsets)")
         committed = await self.committer.commit()
         log.info("shutdown_drained", dropped_unstarted=dropped, committed=committed)
 

@@ -40,7 +40,7 @@ def _secret_fields() -> list[str]:
 def test_config_masks_every_secret() -> None:
     secrets = {f"NOTIF_{name.upper()}": f"s3cret-{name}-value" for name in _secret_fields()}
     assert "NOTIF_SASL_PASSWORD" in secrets
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOTIF_")}, **secrets}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOTIF_")}, **secrets, "PYTHONFAULTHANDLER": "1"}
     run = subprocess.run([sys.executable, "-m", "worker", "config"], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
     for secret in secrets.values():

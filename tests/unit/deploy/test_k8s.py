@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from worker.commands.stopping import hard_bound_s
 from worker.settings import Settings
 
 K8S = Path(__file__).resolve().parents[3] / "deploy/k8s"
@@ -131,8 +132,9 @@ def test_startup_probe_leaves_room_for_a_model_download(container: dict[str, Any
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "room for a first model download"
 
 
-def test_grace_period_exceeds_the_shutdown_timeout(pod: dict[str, Any], settings: Settings) -> None:
-    assert pod["spec"]["terminationGracePeriodSeconds"] > settings.shutdown_timeout_s
+def test_grace_period_exceeds_the_stops_hard_bound(pod: dict[str, Any], settings: Settings) -> None:
+    """The kubelet's SIGKILL comes after the worker's own hard deadline (stacks logged, exit 3), never before."""
+    assert pod["spec"]["terminationGracePeriodSeconds"] > hard_bound_s(settings.shutdown_timeout_s)
 
 
 def test_pod_gets_a_gpu_and_runs_as_non_root(pod: dict[str, Any], container: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[3]
 def _run(tmp_path: Path, body: str, *args: str, allow: bool = False) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_sample.py").write_text(f"import pytest\n\n\n{body}\n", encoding="utf-8")
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n", encoding="utf-8")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **({ALLOW_ENV: "1"} if allow else {})}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1",
+           **({ALLOW_ENV: "1"} if allow else {})}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.strict_skips",
                            "-q", *args, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)

@@ -245,8 +245,12 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def _quietly_stop(consumer: AIOKafkaConsumer | None, producer: AIOKafkaProducer | None) -> None:
-    """Close clients on the way out; a broker that is gone cannot make closing fail."""
-    for client in (consumer, producer):
-        if client is not None:
-            with suppress(KafkaError, OSError):
-                await client.stop()
+    """Close clients on the way out, both at once: a close the stop's deadline cuts short (a broker that answers
+    nothing holds the consumer's LeaveGroup) leaves neither unclosed. A broker that is gone cannot make closing
+    fail."""
+    await asyncio.gather(*(_quietly_stop_one(client) for client in (consumer, producer) if client is not None))
+
+
+async def _quietly_stop_one(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    with suppress(KafkaError, OSError):
+        await client.stop()

@@ -10,7 +10,6 @@ without retries and never touch an offset. Every answer is compared with the ser
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from typing import Any
 
 import structlog
@@ -40,6 +39,7 @@ class Shadow:
         self.metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
         self._sizes: dict[asyncio.Task[None], int] = {}  # notifications per running task
+        self._unconfirmed: dict[asyncio.Future[Any], int] = {}  # record batches handed over: notifications in each
         agreement = metrics.shadow_agreement
         self._agree = {(decision, agree): agreement.labels(decision=decision, agree=str(agree).lower())
                        for decision in ("folder", "priority") for agree in (True, False)}
@@ -62,8 +62,11 @@ class Shadow:
         return list(self._tasks)
 
     async def finish(self, timeout_s: float) -> None:
-        """At shutdown: let the batches being scored and handed over finish within ``timeout_s``; each one
-        still running then is cancelled and counted (stage ``shutdown``), never dropped silently."""
+        """At shutdown: let the batches being scored, handed over and acknowledged finish within ``timeout_s``;
+        each one still unfinished then (cancelled if running) is counted (stage ``shutdown``), never dropped
+        silently: what the producer holds unacknowledged when the clients close would vanish without a word."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         pending = set(self._tasks)
         if pending:
             _, pending = await asyncio.wait(pending, timeout=timeout_s)
@@ -71,6 +74,14 @@ class Shadow:
             task.cancel()
             self._failed("shutdown", TimeoutError(f"unfinished after {timeout_s:.1f}s of the shutdown"),
                          self._sizes.get(task, 0))
+        unconfirmed = set(self._unconfirmed)
+        if unconfirmed and (left := deadline - loop.time()) > 0:
+            _, unconfirmed = await asyncio.wait(unconfirmed, timeout=left)
+        for future in unconfirmed:
+            count = self._unconfirmed.pop(future, None)
+            if count is not None:  # an acknowledgement that comes later is not counted again (_confirmed)
+                self._failed("shutdown", TimeoutError(f"not acknowledged after {timeout_s:.1f}s of the shutdown"),
+                             count)
 
     async def _score(self, served: list[tuple[Work, ClassificationResult]],
                      scoring: asyncio.Future[list[ClassificationResult]]) -> None:
@@ -94,13 +105,17 @@ class Shadow:
             self._failed("publish", exc, len(served))
             return
         for future, members in sent:
-            future.add_done_callback(partial(self._confirmed, len(members)))
+            self._unconfirmed[future] = len(members)
+            future.add_done_callback(self._confirmed)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._sizes.pop(task, None)
 
-    def _confirmed(self, count: int, future: asyncio.Future[Any]) -> None:
+    def _confirmed(self, future: asyncio.Future[Any]) -> None:
+        count = self._unconfirmed.pop(future, None)
+        if count is None:  # counted at the shutdown already
+            return
         error = delivery_error(self.topic, future)
         if error is not None:
             self._failed("publish", error, count)
