@@ -20,14 +20,17 @@ gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).split()[1].l
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$OUT/gpu.txt"
 python3 -c "from worker.dev.models import cached_random_qwen3; cached_random_qwen3('${size}')"  # built once, outside the timed stages
 
-# The fast engine's self-check on this GPU (worker/model/self_check.py): its verdict and its time (target < 2 s).
+# The fast engine's self-check on this GPU (worker/model/self_check.py): its verdict, the largest confidence gap
+# against the tolerance (3e-2), the items that differ and its time (target < 2 s): the engine_self_check event.
 timeout -s INT -k 10 "${SELF_CHECK_S:-120}" python3 -c "
-import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')
+import sys
+from worker.observe.logging import configure_logging
+configure_logging('info', 'json', stream=sys.stdout)
 from worker.dev.models import cached_random_qwen3
 from worker.model.classifier import Classifier
 from worker.settings import Settings
 c = Classifier.from_settings(Settings(model=str(cached_random_qwen3('${size}')), engine='auto', quantization='nf4'))
-print('engine_info', c.engine_info)" 2>&1 | grep -E "self-check|engine_info" | tee "$OUT/engine_self_check.txt" || true
+print('engine_info', c.engine_info)" 2>&1 | grep -E "engine_self_check|engine_info" | tee "$OUT/engine_self_check.txt" || true
 timeout -s INT -k 20 "${TESTS_S:-110}" python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt" || true
 
 classifier="$OUT/${gpu}_classifier_engines.json"
