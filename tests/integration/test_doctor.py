@@ -57,7 +57,7 @@ async def test_a_sound_setup_passes_with_the_engine_checked(base_env: Callable[.
 
 
 @pytest.mark.parametrize("fault", ["wrong bootstrap", "missing input topic", "taken port", "wrong contract",
-                                   "no calibration", "no GPU"])
+                                   "no calibration", "no GPU", "hub offline", "hub unreachable"])
 async def test_each_fault_is_named_with_its_fix(fault: str, base_env: Callable[..., Awaitable[dict[str, str]]],
                                                  tmp_path: Path) -> None:
     env = await base_env()
@@ -81,9 +81,14 @@ async def test_each_fault_is_named_with_its_fix(fault: str, base_env: Callable[.
         elif fault == "no calibration":
             (Path(env["NOTIF_ADAPTER"]) / CALIBRATION_FILE).unlink()
             expected = {"calibration": "warn"}
-        else:
+        elif fault == "no GPU":
             env["NOTIF_DEVICE"] = "cuda"
             expected = {"device": "fail"}
+        else:  # a hub id that is not in the (empty) cache, with the hub off or out of reach
+            env.update(NOTIF_MODEL="Qwen/Qwen3-0.6B", HF_HOME=str(tmp_path / "hf"))
+            if fault == "hub unreachable":
+                env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+            expected = {"model": "fail"}
         code, checks = doctor(env, "--skip-model")
     for name, status in expected.items():
         assert checks[name]["status"] == status, checks[name]
