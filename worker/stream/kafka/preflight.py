@@ -51,10 +51,7 @@ async def broker_checks(settings: Settings) -> list[Result]:
     except (KafkaError, OSError, TimeoutError) as exc:
         await _close(admin)
         refusal = await login_refusal(settings)
-        if refusal is not None:
-            return [("broker", "fail", f"{settings.kafka_bootstrap_servers} refused the login: {refusal}"[:300],
-                     "check NOTIF_SASL_MECHANISM/USERNAME/PASSWORD and the TLS files (NOTIF_SSL_*)")]
-        return [_unreachable(settings, exc)]
+        return [_unreachable(settings, exc) if refusal is None else _refused(settings, refusal)]
     try:
         brokers = [broker["node_id"] for broker in cluster.get("brokers", [])]
         results: list[Result] = [("broker", "ok", f"{settings.kafka_bootstrap_servers}: {len(brokers)} broker(s) "
@@ -64,6 +61,18 @@ async def broker_checks(settings: Settings) -> list[Result]:
         return results
     finally:
         await _close(admin)
+
+
+def _refused(settings: Settings, refusal: str) -> Result:
+    """Which of TLS and SASL turned us away, each with its own fix (login_refusal names the exception)."""
+    where = settings.kafka_bootstrap_servers
+    if refusal.startswith("SSL"):  # ssl.SSLError and its kinds (SSLCertVerificationError, ...)
+        return ("broker", "fail", f"the TLS handshake with {where} failed: {refusal}"[:300],
+                "NOTIF_SSL_CAFILE must hold the CA that signed the broker's certificate, and the certificate must "
+                "name the host in NOTIF_KAFKA_BOOTSTRAP_SERVERS (NOTIF_SSL_CERTFILE and NOTIF_SSL_KEYFILE where the "
+                "broker asks for a client certificate)")
+    return ("broker", "fail", f"{where} refused the SASL login ({settings.sasl_mechanism}): {refusal}"[:300],
+            "check NOTIF_SASL_USERNAME and NOTIF_SASL_PASSWORD, and that the listener enables NOTIF_SASL_MECHANISM")
 
 
 def _unreachable(settings: Settings, exc: BaseException) -> Result:
