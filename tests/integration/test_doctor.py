@@ -53,7 +53,7 @@ async def test_a_sound_setup_passes_with_the_engine_checked(base_env: Callable[.
                  "calibration", "metrics port", "engine"):
         assert checks[name]["status"] == "ok", checks[name]
     assert checks["input topic"]["detail"].endswith("2 partition(s)")
-    assert checks["engine"]["detail"] == "fast (self_check_passed)"
+    assert checks["engine"]["detail"].startswith("fast (self_check_passed): fast engine self-check passed; ")
 
 
 @pytest.mark.parametrize("fault", ["wrong bootstrap", "missing input topic", "taken port", "wrong contract",

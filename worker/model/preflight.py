@@ -184,5 +184,7 @@ def check_engine(settings: Settings) -> Check:
         return Check("engine", "fail", f"the model did not load: {exc}"[:400], "fix the model check above")
     info = classifier.engine_info
     status: Status = "warn" if info["reason"] == "self_check_failed" else "ok"
-    return Check("engine", status, f"{info['engine']} ({info['reason']})",
-                 "" if status == "ok" else "the reference serves (slower, correct): see the log's numbers")
+    verdict = f": {classifier.engine_check.describe()}" if classifier.engine_check is not None else ""
+    return Check("engine", status, f"{info['engine']} ({info['reason']}){verdict}",
+                 "" if status == "ok" else "the reference serves (slower, correct); report the numbers with the GPU, "
+                 "driver and torch build")

@@ -146,25 +146,25 @@ def _constrained(classifier: Any) -> Iterator[None]:
         classifier.settings = settings
 
 
-def check_engine(classifier: Any) -> dict[str, str]:
+def check_engine(classifier: Any) -> tuple[dict[str, str], SelfCheck | None]:
     """The fast engine proves itself on this device, or the reference serves (NOTIF_ENGINE=fast: or nothing).
 
-    Returns notif_engine_info's labels: which engine scores, and why. The check's verdict, time and numbers
-    are the engine_self_check log event (info when it passed, error when it failed).
+    Returns notif_engine_info's labels (which engine scores, and why) and the check, where one ran. Its
+    verdict, time and numbers are also the engine_self_check log event (info when it passed, error when not).
     """
     settings = classifier.settings
     if classifier.serving.engine is None:
         auto_cpu = settings.engine == "auto" and classifier.device.type != "cuda"
         reason = ("configured" if settings.engine == "reference"
                   else "cpu_default" if auto_cpu else "unsupported_model")
-        return {"engine": "reference", "reason": reason}
+        return {"engine": "reference", "reason": reason}, None
     check = run_self_check(classifier, classifier._dtype)
     if check.passed:
         log.info("engine_self_check", extra={**check.fields(), "engine": "fast"})
-        return {"engine": "fast", "reason": "self_check_passed"}
+        return {"engine": "fast", "reason": "self_check_passed"}, check
     if settings.engine == "fast":
         log.error("engine_self_check", extra={**check.fields(), "engine": "none"})
         raise EngineSelfCheckFailed(check.describe() + "; NOTIF_ENGINE=fast makes this fatal")
     log.error("engine_self_check", extra={**check.fields(), "engine": "reference"})
     classifier.serving.engine = None
-    return {"engine": "reference", "reason": "self_check_failed"}
+    return {"engine": "reference", "reason": "self_check_failed"}, check
