@@ -21,7 +21,15 @@ from worker.model.classifier import Classifier
 from worker.model.cuda_graphs import GRAPH_MAX_TOKENS
 from worker.model.engine import FastEngine
 from worker.model.loading import LoadedModel, load_model
-from worker.model.self_check import SHORT_PASS, EngineSelfCheckFailed, compare, probe_notifications
+from worker.model.self_check import (
+    DEFAULT_TOLERANCE,
+    SHORT_PASS,
+    EngineSelfCheckFailed,
+    Tolerance,
+    compare,
+    probe_notifications,
+    run_self_check,
+)
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 
@@ -93,7 +101,7 @@ def test_a_faulty_fast_engine_falls_back_to_the_reference_and_says_so(
     assert event["level"] == "ERROR" and not event["passed"] and event["engine"] == "reference"
     assert event["max_gap"] > event["tolerance"] and event["differing"]
     assert set(event["differing"]) <= {n.id for n in probe_notifications()}
-    assert "self-check failed" in event["summary"] and "largest confidence gap" in event["summary"]
+    assert "self-check failed" in event["summary"] and "confidence gap largest" in event["summary"]
     reference = Classifier(loaded, settings.with_overrides(engine="reference"))
     probe = probe_notifications()
     assert [(r.folder, r.priority) for r in classifier.classify(probe)] == [
@@ -108,7 +116,7 @@ def test_with_notif_engine_fast_the_failure_is_fatal(settings: Settings) -> None
     loaded, engine = faulty_engine(settings)
     with pytest.raises(EngineSelfCheckFailed, match="NOTIF_ENGINE=fast makes this fatal") as failed:
         Classifier(loaded, settings, engine=engine)
-    assert "answers differ on probe-" in str(failed.value) and "largest confidence gap" in str(failed.value)
+    assert "answers differ on probe-" in str(failed.value) and "confidence gap largest" in str(failed.value)
 
 
 def test_generate_decoding_checks_the_engine_too(settings: Settings) -> None:
@@ -126,7 +134,7 @@ async def test_serve_exits_1_with_the_numbers_when_notif_engine_fast_fails(
     serving = settings.with_overrides(metrics_port=0, metrics_host="127.0.0.1")
     assert await serve(serving, lambda: Classifier(loaded, serving, engine=engine)) == EXIT_FAILED
     printed = capsys.readouterr()
-    assert "model_load_failed" in printed.out + printed.err and "largest confidence gap" in printed.out + printed.err
+    assert "model_load_failed" in printed.out + printed.err and "confidence gap largest" in printed.out + printed.err
 
 
 def result(folder: str, confidence: float, priority: int = 1, priority_confidence: float = 0.9
@@ -136,17 +144,42 @@ def result(folder: str, confidence: float, priority: int = 1, priority_confidenc
                                 decoding="constrained", truncated=False, model="m")
 
 
-def test_the_verdict_counts_answers_and_the_tolerance() -> None:
-    assert compare([result("Work", 0.5)], [result("Work", 0.52)], 3e-2, 0.1).passed
-    assert not compare([result("Work", 0.5)], [result("Work", 0.6)], 3e-2, 0.1).passed
-    assert compare([result("Work", 0.9)], [result("Alerts", 0.9)], 3e-2, 0.1).differing == ["x"]
-    assert not compare([result("Work", 0.9, 1)], [result("Work", 0.9, 3)], 3e-2, 0.1).passed
+TOLERANCE = Tolerance(largest=0.1, mean=0.02)
+
+
+def test_the_verdict_counts_answers_and_both_tolerances() -> None:
+    assert compare([result("Work", 0.5)], [result("Work", 0.52)], TOLERANCE, 0.1).passed
+    assert not compare([result("Work", 0.5)], [result("Work", 0.65)], TOLERANCE, 0.1).passed  # the largest
+    assert compare([result("Work", 0.9)], [result("Alerts", 0.9)], TOLERANCE, 0.1).differing == ["x"]
+    assert not compare([result("Work", 0.9, 1)], [result("Work", 0.9, 3)], TOLERANCE, 0.1).passed
+    moved = compare([result("Work", 0.50, 1, 0.60)] * 4, [result("Work", 0.53, 1, 0.63)] * 4, TOLERANCE, 0.1)
+    assert not moved.passed and moved.max_gap < TOLERANCE.largest and moved.mean_gap > TOLERANCE.mean  # all moved
 
 
 def test_a_near_tie_is_no_failure_and_a_sure_flip_is() -> None:
     """Two answers both at most 0.5 + tolerance sure: per-choice probabilities within the tolerance allow
     either; the decision after it follows another branch, so its confidence is not compared."""
-    tie = compare([result("Work", 0.51, 1, 0.2)], [result("Alerts", 0.50, 3, 0.99)], 3e-2, 0.1)
+    tie = compare([result("Work", 0.55, 1, 0.2)], [result("Alerts", 0.54, 3, 0.99)], TOLERANCE, 0.1)
     assert tie.passed and tie.near_ties == ["x"] and tie.differing == [] and tie.max_gap == 0.0
-    sure = compare([result("Work", 0.70)], [result("Alerts", 0.69)], 3e-2, 0.1)
+    sure = compare([result("Work", 0.70)], [result("Alerts", 0.69)], TOLERANCE, 0.1)
     assert not sure.passed and sure.differing == ["x"]
+
+
+def test_in_16_bit_bf16s_own_differences_pass_and_an_off_by_one_rotary_table_fails(
+        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NF4 (bf16 compute) with a random LoRA of the reference's shape, merged by the fast engine and kept beside
+    the weights by the reference: apart by up to 0.04 when sound, which a 3e-2 bound would call a fault. The
+    16-bit tolerance lets that through and stops positions off by one in the fast engine's rotary table."""
+    from worker.bench.classifier import random_adapter
+
+    settings = Settings.model_validate({"model": str(tiny_model_dir), "adapter": random_adapter(str(tiny_model_dir)),
+                                        "quantization": "nf4", "device": "cpu", "engine": "fast"})
+    classifier = Classifier(load_model(settings), settings)  # NOTIF_ENGINE=fast: a failed check would raise
+    sound = classifier.engine_check
+    assert sound is not None and sound.passed and sound.tolerance == DEFAULT_TOLERANCE
+    engine = classifier.engine
+    assert engine is not None
+    rope = engine.net.rope
+    monkeypatch.setattr(engine.net, "rope", lambda positions: rope(positions + 1))
+    shifted = run_self_check(classifier, classifier._dtype)
+    assert not shifted.passed and shifted.mean_gap > DEFAULT_TOLERANCE.mean, shifted.describe()
