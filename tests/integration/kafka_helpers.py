@@ -373,3 +373,15 @@ async def alter_topic(bootstrap: str, topic: str, configs: dict[str, str]) -> No
     for answer in response:  # one response per broker asked
         for resource in answer.resources:
             assert resource[0] == 0, f"the broker refused the topic config {configs}: {resource}"
+
+
+async def topic_names(bootstrap: str) -> set[str]:
+    """Every topic the broker lists (a metadata request for all topics never auto-creates one)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()

@@ -83,4 +83,27 @@ def test_a_wrong_password_is_a_clear_start_up_error(secured: tuple[ApacheKafka, 
     doctor = subprocess.run([sys.executable, "-m", "worker", "doctor", "--skip-model", "--json"], env=env,
                             capture_output=True, text=True, timeout=120, check=False)
     broker = next(check for check in json.loads(doctor.stdout) if check["check"] == "broker")
-    assert doctor.returncode == 1 and broker["status"] == "fail" and "refused the login" in broker["detail"]
+    assert doctor.returncode == 1 and broker["status"] == "fail" and "refused the SASL login" in broker["detail"]
+
+
+def test_the_doctor_names_which_of_tls_and_sasl_failed(secured: tuple[ApacheKafka, Path], tmp_path: Path) -> None:
+    kafka, ca = secured
+    stranger = tmp_path / "stranger.p12"  # a CA that did not sign the broker's certificate
+    keytool("-genkeypair", "-alias", "stranger", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2",
+            "-dname", "CN=stranger", "-keystore", str(stranger), "-storetype", "PKCS12",
+            "-storepass", STORE_PASSWORD, "-keypass", STORE_PASSWORD)
+    keytool("-exportcert", "-alias", "stranger", "-keystore", str(stranger), "-storepass", STORE_PASSWORD, "-rfc",
+            "-file", str(tmp_path / "stranger.pem"))
+    found: dict[str, dict[str, str]] = {}
+    for fault, (password, cafile) in {"sasl": ("not-the-password", ca), "tls": (PASSWORD, tmp_path / "stranger.pem"),
+                                      "none": (PASSWORD, ca)}.items():
+        env = subprocess_env(**{**sasl_env(kafka, ca, password), "NOTIF_SSL_CAFILE": str(cafile)},
+                             NOTIF_METRICS_PORT="0")
+        doctor = subprocess.run([sys.executable, "-m", "worker", "doctor", "--skip-model", "--json"], env=env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        found[fault] = next(check for check in json.loads(doctor.stdout) if check["check"] == "broker")
+    assert found["sasl"]["status"] == "fail" and "SASL" in found["sasl"]["detail"]
+    assert "NOTIF_SASL_PASSWORD" in found["sasl"]["fix"] and "NOTIF_SSL_CAFILE" not in found["sasl"]["fix"]
+    assert found["tls"]["status"] == "fail" and "TLS" in found["tls"]["detail"]
+    assert "NOTIF_SSL_CAFILE" in found["tls"]["fix"] and "NOTIF_SASL_PASSWORD" not in found["tls"]["fix"]
+    assert found["none"]["status"] == "ok" and "SASL_SSL" in found["none"]["detail"]

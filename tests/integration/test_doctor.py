@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 
 from tests.integration.adapters import make_adapter
-from tests.integration.kafka_helpers import Topics
+from tests.integration.kafka_helpers import Topics, topic_maker, topic_names
 from tests.support import subprocess_env
 from worker.contract import contract_fingerprint
+from worker.dev.apache_kafka import ApacheKafka
 from worker.model.adapters import CALIBRATION_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -51,11 +53,11 @@ async def test_a_sound_setup_passes_with_the_engine_checked(base_env: Callable[.
                  "calibration", "metrics port", "engine"):
         assert checks[name]["status"] == "ok", checks[name]
     assert checks["input topic"]["detail"].endswith("2 partition(s)")
-    assert checks["engine"]["detail"] == "fast (self_check_passed)"
+    assert checks["engine"]["detail"].startswith("fast (self_check_passed): fast engine self-check passed; ")
 
 
 @pytest.mark.parametrize("fault", ["wrong bootstrap", "missing input topic", "taken port", "wrong contract",
-                                   "no calibration", "no GPU"])
+                                   "no calibration", "no GPU", "hub offline", "hub unreachable"])
 async def test_each_fault_is_named_with_its_fix(fault: str, base_env: Callable[..., Awaitable[dict[str, str]]],
                                                  tmp_path: Path) -> None:
     env = await base_env()
@@ -79,12 +81,52 @@ async def test_each_fault_is_named_with_its_fix(fault: str, base_env: Callable[.
         elif fault == "no calibration":
             (Path(env["NOTIF_ADAPTER"]) / CALIBRATION_FILE).unlink()
             expected = {"calibration": "warn"}
-        else:
+        elif fault == "no GPU":
             env["NOTIF_DEVICE"] = "cuda"
             expected = {"device": "fail"}
+        else:  # a hub id that is not in the (empty) cache, with the hub off or out of reach
+            env.update(NOTIF_MODEL="Qwen/Qwen3-0.6B", HF_HOME=str(tmp_path / "hf"))
+            if fault == "hub unreachable":
+                env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+            expected = {"model": "fail"}
         code, checks = doctor(env, "--skip-model")
     for name, status in expected.items():
         assert checks[name]["status"] == status, checks[name]
         if status == "fail":
             assert checks[name]["fix"], checks[name]
     assert code == (1 if "fail" in expected.values() else 0)
+
+
+async def test_missing_topics_are_reported_and_never_created(
+        broker: str, base_env: Callable[..., Awaitable[dict[str, str]]]) -> None:
+    env = await base_env()
+    suffix = uuid.uuid4().hex[:8]
+    absent = {"NOTIF_INPUT_TOPIC": f"absent-in-{suffix}", "NOTIF_OUTPUT_TOPIC": f"absent-out-{suffix}",
+              "NOTIF_DLQ_TOPIC": f"absent-dlq-{suffix}"}
+    for _ in range(2):  # the second run sees what the first left behind: still nothing
+        code, checks = doctor({**env, **absent}, "--skip-model")
+        assert code == 1
+        assert checks["input topic"]["status"] == "fail" and "does not exist" in checks["input topic"]["detail"]
+        for role in ("output topic", "dead-letter topic"):  # Apache Kafka auto-creates; Tansu does not say
+            assert checks[role]["status"] == "warn" and "auto" in checks[role]["detail"], checks[role]
+    assert not set(absent.values()) & await topic_names(broker)
+
+
+@pytest.fixture(scope="module")
+def no_auto_create() -> Iterator[ApacheKafka]:
+    """Apache Kafka as locked-down clusters run it: topics are made by their owners, never on first use."""
+    with ApacheKafka(properties={"auto.create.topics.enable": "false"}) as kafka:
+        yield kafka
+
+
+async def test_a_missing_output_topic_fails_where_the_broker_creates_none(
+        no_auto_create: ApacheKafka, tiny_model_dir: Path) -> None:
+    topics = await topic_maker(no_auto_create.bootstrap, idempotent=True)(partitions=1)
+    env = {**topics.env(no_auto_create.bootstrap), "NOTIF_MODEL": str(tiny_model_dir), "NOTIF_METRICS_PORT": "0",
+           "NOTIF_OUTPUT_TOPIC": "absent-out", "NOTIF_REVIEW_TOPIC": "absent-review"}
+    code, checks = doctor(env, "--skip-model")
+    assert code == 1
+    for role in ("output topic", "review topic"):
+        assert checks[role]["status"] == "fail", checks[role]
+        assert "auto.create.topics.enable=false" in checks[role]["detail"] and checks[role]["fix"]
+    assert checks["dead-letter topic"]["status"] == "ok"

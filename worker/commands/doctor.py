@@ -66,12 +66,23 @@ def diagnose(settings: Settings, *, load_model: bool) -> list[tuple[str, str, st
 
 
 def port_check(settings: Settings) -> tuple[str, str, str, str]:
-    """The metrics port is free to bind (serve listens there for /metrics, /healthz, /readyz)."""
+    """The metrics port is free to bind as serve binds it (asyncio.start_server: every address of the host,
+    SO_REUSEADDR, so connections of a stopped worker still in TIME_WAIT do not count)."""
     where = f"{settings.metrics_host}:{settings.metrics_port}"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((settings.metrics_host, settings.metrics_port))
-        except OSError as exc:
-            return ("metrics port", "fail", f"{where} is taken: {exc.strerror}",
-                    "stop what listens there, or set NOTIF_METRICS_PORT")
+    try:
+        addresses = socket.getaddrinfo(settings.metrics_host or None, settings.metrics_port,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return ("metrics port", "fail", f"{where}: the host does not resolve: {exc.strerror or exc}",
+                "set NOTIF_METRICS_HOST to an address of this host (0.0.0.0: all)")
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does beside IPv4
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                return ("metrics port", "fail", f"{where} cannot be bound: {exc.strerror or exc}",
+                        "stop what listens there, or set NOTIF_METRICS_PORT (or NOTIF_METRICS_HOST)")
     return ("metrics port", "ok", f"{where} is free", "")

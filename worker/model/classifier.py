@@ -93,7 +93,7 @@ class Classifier:
         self._swaps = 0
         # NOTIF_ENGINE: the fast engine (engine.py) scores when it can run this model; else the code below
         self.serving.engine = engine if engine is not None and settings.engine != "reference" else self._build_engine()
-        self.engine_info = check_engine(self)  # before the shadow: it gets an engine only if serving keeps one
+        self.engine_info, self.engine_check = check_engine(self)  # first: the shadow gets an engine if serving kept one
         self.shadow = self._load_shadow(settings.shadow_adapter) if settings.shadow_adapter else None
 
     @property

@@ -5,6 +5,8 @@ Each check returns a Check: ok, warn or fail, what it saw, and for a failure the
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +18,10 @@ from worker.model.loading import ModelLoadError, check_adapter_contract, resolve
 from worker.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
+# The oldest Linux driver branch that runs a CUDA major version (12.x: by minor-version compatibility)
+MIN_DRIVER = {"13": 580, "12": 525}
+SMI_TIMEOUT_S = 10.0
+HUB_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -29,20 +35,60 @@ class Check:
 
 
 def check_device(settings: Settings) -> Check:
-    """The torch build against the driver and the device NOTIF_DEVICE asks for."""
-    build = f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})"
+    """The torch build against the NVIDIA driver and the device NOTIF_DEVICE asks for."""
+    driver = driver_version()
+    build = (f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}), "
+             + (f"NVIDIA driver {driver}" if driver else "no NVIDIA driver (no nvidia-smi)"))
+    too_old = driver_too_old(torch.version.cuda, driver)
     try:
         device = resolve_device(settings.device)
     except (ModelLoadError, RuntimeError, ValueError) as exc:
-        return Check("device", "fail", f"{build}: {exc}", "set NOTIF_DEVICE=auto or cpu, or run on a host whose "
-                     "NVIDIA driver matches this CUDA build (the GPU image needs R580+; docs/DEPLOY.md, 'The image')")
+        return Check("device", "fail", f"{build}: {too_old or exc}"[:400], _device_fix(too_old))
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return Check("device", "ok", f"{build} on {name} (driver sees {torch.cuda.device_count()} GPU)")
-    if torch.version.cuda and not torch.cuda.is_available():
-        return Check("device", "warn", f"{build}, but no usable GPU: the worker runs on the CPU (slowly)",
-                     "on a GPU host check `nvidia-smi` and that the driver is new enough for this CUDA build")
-    return Check("device", "warn" if settings.device == "auto" else "ok", f"{build} on the CPU")
+        if (device.index or 0) >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            return Check("device", "fail", f"{build}: NOTIF_DEVICE={settings.device}, but this host has {count} "
+                         "GPU(s)", "set NOTIF_DEVICE=cuda (the first GPU), or a lower index")
+        return Check("device", "ok", f"{build} on {torch.cuda.get_device_name(device)}")
+    if settings.device != "auto":
+        return Check("device", "ok", f"{build}: the CPU, as NOTIF_DEVICE={settings.device} asks")
+    if torch.version.cuda:
+        return Check("device", "warn", f"{build}, but no usable GPU: {too_old or 'the worker runs on the CPU'}",
+                     _device_fix(too_old))
+    return Check("device", "warn", f"{build}: CPU only (a CPU build of torch)")
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version as nvidia-smi states it; None where there is no nvidia-smi or it fails."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        run = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=SMI_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    versions = run.stdout.split()
+    return versions[0] if run.returncode == 0 and versions else None
+
+
+def driver_too_old(cuda_build: str | None, driver: str | None) -> str | None:
+    """Why this driver cannot run this CUDA build of torch, or None: it can, or one of them is unknown (pure)."""
+    if not cuda_build or not driver:
+        return None
+    needed = MIN_DRIVER.get(cuda_build.split(".")[0])
+    branch = driver.split(".")[0]
+    if needed is None or not branch.isdigit() or int(branch) >= needed:
+        return None
+    return f"driver {driver} is older than torch's CUDA {cuda_build} needs (R{needed} or newer)"
+
+
+def _device_fix(too_old: str | None) -> str:
+    if too_old:
+        return ("upgrade the NVIDIA driver, or run the image built for CUDA 12.6 (docs/DEPLOY.md, 'The image'); "
+                "NOTIF_DEVICE=cpu runs without the GPU (slowly)")
+    return ("give the container the GPU (--gpus, the NVIDIA device plugin) and check `nvidia-smi`, or set "
+            "NOTIF_DEVICE=auto or cpu")
 
 
 def check_bitsandbytes(settings: Settings) -> Check:
@@ -106,13 +152,22 @@ def _calibration(adapter: str) -> Check:
 
 
 def _hub_model(model_id: str) -> Check:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 
     cached = try_to_load_from_cache(model_id, "config.json")
     if isinstance(cached, str):
         return Check("model", "ok", f"{model_id}: in the Hugging Face cache ({Path(cached).parent})")
-    return Check("model", "warn", f"{model_id}: not in the local cache; serve downloads it from the hub",
-                 "with no hub access set NOTIF_MODEL to a local directory (or HF_HOME to a filled cache)")
+    local = "set NOTIF_MODEL to a local model directory, or HF_HOME to a cache that holds it"
+    if constants.HF_HUB_OFFLINE:
+        return Check("model", "fail", f"{model_id}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                     "the hub is off (HF_HUB_OFFLINE)", f"{local}; or unset HF_HUB_OFFLINE")
+    try:
+        get_hf_file_metadata(hf_hub_url(model_id, "config.json"), timeout=HUB_TIMEOUT_S)
+    except Exception as exc:  # no route, a proxy, 401 for a gated model, 404: each is this check's failure
+        return Check("model", "fail", f"{model_id}: not cached, and the hub ({constants.ENDPOINT}) did not "
+                     f"serve it: {type(exc).__name__}: {exc}"[:400],
+                     f"check the way to the hub (HF_ENDPOINT, a proxy), HF_TOKEN for a gated model; or {local}")
+    return Check("model", "ok", f"{model_id}: not cached; the hub ({constants.ENDPOINT}) has it: serve downloads it")
 
 
 def check_engine(settings: Settings) -> Check:
@@ -129,5 +184,7 @@ def check_engine(settings: Settings) -> Check:
         return Check("engine", "fail", f"the model did not load: {exc}"[:400], "fix the model check above")
     info = classifier.engine_info
     status: Status = "warn" if info["reason"] == "self_check_failed" else "ok"
-    return Check("engine", status, f"{info['engine']} ({info['reason']})",
-                 "" if status == "ok" else "the reference serves (slower, correct): see the log's numbers")
+    verdict = f": {classifier.engine_check.describe()}" if classifier.engine_check is not None else ""
+    return Check("engine", status, f"{info['engine']} ({info['reason']}){verdict}",
+                 "" if status == "ok" else "the reference serves (slower, correct); report the numbers with the GPU, "
+                 "driver and torch build")

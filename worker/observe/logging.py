@@ -45,7 +45,8 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # a stdlib record's `extra` fields become the event's (worker/model logs engine_self_check so)
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             # JSON gets the traceback as one string field; the console renderer formats it itself

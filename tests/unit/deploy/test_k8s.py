@@ -164,6 +164,20 @@ def test_env_comes_from_the_configmap_and_the_sasl_secret(
         assert ref["optional"] is True, "PLAINTEXT clusters run without the Secret"
 
 
+def test_the_doctor_checks_what_the_worker_will_use(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """The init container (docs/DEPLOY.md, "Preflight"): the worker's image, settings, secrets, model volume and
+    GPU, so its device and bitsandbytes checks see the device serve gets (Kubernetes hands an init container's
+    devices on to the app containers: the pod still needs one GPU)."""
+    [doctor] = pod["spec"]["initContainers"]
+    assert doctor["image"] == container["image"] and doctor["args"] == ["doctor", "--skip-model"]
+    assert doctor["envFrom"] == container["envFrom"]
+    assert [env for env in doctor["env"] if env["name"] != "XDG_CACHE_HOME"] == [
+        env for env in container["env"] if env["name"] != "XDG_CACHE_HOME"]
+    assert doctor["resources"]["limits"]["nvidia.com/gpu"] == container["resources"]["limits"]["nvidia.com/gpu"]
+    models = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert all(models.get(m["mountPath"]) == m["name"] for m in doctor["volumeMounts"])
+
+
 def test_selectors_match_the_pods(resources: dict[str, dict[str, Any]], pod: dict[str, Any]) -> None:
     labels = pod["metadata"]["labels"]
     deployment = resources["Deployment"]

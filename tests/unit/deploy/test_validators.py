@@ -125,6 +125,9 @@ def test_private_ca_reaches_the_worker_and_keda(tmp_path: Path) -> None:
     assert Path(cafile).name == key["path"]
     auth = next(doc for doc in objects if doc["kind"] == "TriggerAuthentication")
     assert {"parameter": "ca", "name": secret, "key": key["key"]} in auth["spec"]["secretTargetRef"]
+    doctor = pod["initContainers"][0]  # it connects to the same broker first: without the CA it blocks the pod
+    assert {"name": "NOTIF_SSL_CAFILE", "value": cafile} in doctor["env"]
+    assert mount in doctor["volumeMounts"]
 
 
 def test_release_label_reaches_only_the_monitoring_objects(tmp_path: Path) -> None:
@@ -135,11 +138,11 @@ def test_release_label_reaches_only_the_monitoring_objects(tmp_path: Path) -> No
 
 def test_example_overlay_sets_the_image_with_kubectl_alone() -> None:
     objects = kustomize(OVERLAYS / "example")
-    image = next(doc for doc in objects if doc["kind"] == "Deployment")["spec"]["template"]["spec"][
-        "containers"][0]["image"]
+    pod = next(doc for doc in objects if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
     overlay = yaml.safe_load((OVERLAYS / "example/kustomization.yaml").read_text())
     wanted = overlay["images"][0]
-    assert image == f"{wanted['newName']}:{wanted['newTag']}"
+    for container in pod["initContainers"] + pod["containers"]:  # the doctor runs the same image
+        assert container["image"] == f"{wanted['newName']}:{wanted['newTag']}"
 
 
 # --- Dockerfile and shell scripts -------------------------------------------------------------------------

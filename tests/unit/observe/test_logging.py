@@ -23,6 +23,15 @@ def test_json_lines_with_level_filter() -> None:
     assert lines[1]["logger"] == "aiokafka.conn"
 
 
+def test_a_library_records_extra_fields_are_the_events_fields() -> None:
+    """worker/model logs through the standard library: engine_self_check's numbers ride in `extra`."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    logging.getLogger("worker.model.classifier").error("engine_self_check", extra={"seconds": 0.4, "passed": False})
+    [line] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["event"] == "engine_self_check" and line["seconds"] == 0.4 and line["passed"] is False
+
+
 def test_repeat_filter_lets_one_per_interval_through() -> None:
     now = [0.0]
     repeat = RepeatFilter("aiokafka", 30.0, clock=lambda: now[0])
