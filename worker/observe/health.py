@@ -96,10 +96,10 @@ class HealthState:
             return False, "the model is not loaded"
         if not self.broker_reachable:
             return False, "the Kafka broker is not reachable"
+        if self._problems:  # before the assignment: a denied group is why none is assigned
+            return False, self._problems[min(self._problems)][0]
         if self.assigned_partitions == 0:
             return False, "no input partitions are assigned"
-        if self._problems:
-            return False, self._problems[min(self._problems)][0]
         return True, "ok"
 
 

@@ -88,6 +88,11 @@ class Metrics:
             "notif_publish_retries", "Results and dead letters published again after a transient failure.",
             ["topic"], registry=registry,
         )
+        self.authorization_denied = Counter(
+            "notif_authorization_denied", "Operations the broker's ACLs denied this worker (retried until granted; "
+            "/readyz names the kafka-acls line that grants it).",
+            ["operation", "resource"], registry=registry,
+        )
         self.halted_partitions = Gauge(
             "notif_halted_partitions", "Partitions stopped at an input that can be neither read nor published, "
             "not even as a value-less dead letter (/readyz names it).",

@@ -39,6 +39,7 @@ def exported_metric_names() -> set[str]:
     metrics.dead_letters.labels(reason="empty")
     metrics.consumer_lag.labels(topic="t", partition="0")
     metrics.publish_retries.labels(topic="t")
+    metrics.authorization_denied.labels(operation="Write", resource="topic:t")  # once the broker denies one
     metrics.engine_info.labels(engine="fast", reason="self_check_passed")  # set once the model is loaded
     metrics.oldest_unacked_age.labels(topic="t", partition="0")
     metrics.model_info.info({"model": "m"})

@@ -83,6 +83,16 @@ def test_readiness_needs_model_broker_and_partitions() -> None:
     assert state.ready() == (True, "ok")
 
 
+def test_a_problem_is_named_before_the_missing_assignment_it_may_cause() -> None:
+    """A group whose Read ACL is denied is why no partition is assigned: /readyz names the denial."""
+    state = HealthState(liveness_timeout_s=10)
+    state.model_loaded = state.broker_reachable = True
+    state.set_problem("denied:group:g", "not authorized: ... Read on group:g")
+    assert state.ready() == (False, "not authorized: ... Read on group:g")
+    state.clear_problem("denied:group:g")
+    assert state.ready() == (False, "no input partitions are assigned")
+
+
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())

@@ -24,13 +24,14 @@ from worker.protocol import NotificationClassifier
 from worker.settings import Settings
 from worker.stream.flow.batch_queue import BatchQueue
 from worker.stream.flow.breaker import CircuitBreaker
+from worker.stream.flow.denials import report_allowed, report_denied
 from worker.stream.flow.model_calls import InferenceThread, describe, report_model_failure
 from worker.stream.flow.offsets import OffsetTracker, PartitionOffsets
 from worker.stream.flow.outbox import Outbox
 from worker.stream.flow.records import INFERENCE_ERROR, UNDECODABLE_RECORD, oversize
 from worker.stream.flow.work import Work
 from worker.stream.kafka.clients import KafkaClients
-from worker.stream.kafka.errors import BrokerUnavailable, UndecodableFetch, backoff_s
+from worker.stream.kafka.errors import AccessDenied, BrokerUnavailable, UndecodableFetch, backoff_s
 from worker.stream.kafka.raw_fetch import RawFetcher
 from worker.stream.kafka.undecodable import Finding, Rewind, Salvaged, examine
 
@@ -69,6 +70,7 @@ class Intake:
         self._tokenizer: InferenceThread | None = None  # counts them off the event loop; started on first use
         self._mapping = FieldMapping.parse(settings.input_fields)  # a user's own envelope (NOTIF_INPUT_FIELDS)
         self._envelopes = {name: metrics.input_envelopes.labels(envelope=name) for name in ENVELOPES}
+        self._denied_at: dict[str, float] = {}  # resource -> when the broker last denied us reading it
 
     def stop(self) -> None:
         """Fetch nothing more; the loop ends after the poll in hand."""
@@ -98,14 +100,19 @@ class Intake:
             except UndecodableFetch as exc:
                 await self._recover(exc)
                 continue
-            except BrokerUnavailable as exc:
+            except (BrokerUnavailable, AccessDenied) as exc:
                 self.metrics.broker_errors.inc()
+                if isinstance(exc, AccessDenied):
+                    report_denied(self.health, self.metrics, exc)
+                    self._denied_at[exc.resource] = time.monotonic()
                 delay = backoff_s(failures, self.settings.retry_backoff_max_s)
                 log.warning("fetch_failed", error=str(exc), retry_in_s=delay)
                 failures += 1
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            if self._denied_at:
+                self._denials_over()
             for partition, records in batches.items() if not self._stopping else ():
                 self._accept(partition, records)
             await self._count_and_queue()
@@ -113,6 +120,15 @@ class Intake:
             self.metrics.in_flight.set(self.tracker.in_flight)
             if paused:
                 await self._wait_for_room()
+
+    def _denials_over(self) -> None:
+        """A poll went through: the group's denial is over once partitions are assigned (joining takes Read on
+        the group); any denial is over once it has not come back for two of the longest backoffs."""
+        hold_s = 2 * self.settings.retry_backoff_max_s + 1
+        for resource, when in list(self._denied_at.items()):
+            if (resource.startswith("group:") and self.kafka.assignment()) or time.monotonic() - when > hold_s:
+                report_allowed(self.health, resource)
+                del self._denied_at[resource]
 
     def _apply_backpressure(self) -> int:
         """Pause all partitions when in-flight work reaches the bound; resume once it is down to half.

@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 from worker.observe.health import HealthState
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
+from worker.stream.flow.denials import report_allowed, report_denied
 from worker.stream.flow.messages import Messages
 from worker.stream.flow.offsets import PartitionOffsets
 from worker.stream.flow.publish_policy import Halt, Replace, Retry, decide
@@ -54,6 +55,7 @@ class Outbox(Messages):
         # handed to the producer, not yet acknowledged: (topic, when), so a stall inside the producer shows
         self._unconfirmed: dict[asyncio.Future[Any], tuple[str, float]] = {}
         self._failure: asyncio.Future[None] | None = None
+        self._denied_topics: set[str] = set()  # topics whose Write ACL the broker denied (denials.py)
         # exactly-once: each input partition's gate into its open transaction (worker/stream/flow/transaction_gate.py)
         self._gates: TransactionGates[Delivery] | None = (
             TransactionGates() if settings.delivery == "exactly_once" else None)
@@ -222,6 +224,9 @@ class Outbox(Messages):
 
     async def _back_off(self, topic: str, error: PublishFailed, attempt: int) -> None:
         self.metrics.broker_errors.inc()
+        if error.denied is not None:
+            report_denied(self.health, self.metrics, error.denied)
+            self._denied_topics.add(topic)
         self.metrics.publish_retries.labels(topic=topic).inc()
         self.show_stall()
         delay = backoff_s(attempt - 1, self.settings.retry_backoff_max_s)
@@ -260,5 +265,9 @@ class Outbox(Messages):
                 latency.observe(max(0.0, now - delivery.input_ms / 1000))
         for counter, count in counts.items():
             counter.inc(count)
+        if self._denied_topics:  # a topic whose Write was denied took a message: the ACL was granted
+            for topic in self._denied_topics & {delivery.topic for delivery in deliveries}:
+                report_allowed(self.health, f"topic:{topic}")
+                self._denied_topics.discard(topic)
         self.acked.set()
         self._on_acked()

@@ -24,6 +24,7 @@ from worker.stream.kafka.errors import (
     CommitRejected,
     TransactionFailed,
     UndecodableFetch,
+    access_denied,
     publish_failed,
 )
 from worker.stream.kafka.options import consumer_options, login_refusal, producer_options
@@ -102,6 +103,9 @@ class KafkaClients:
         except UNDECODABLE_ERRORS as exc:  # raised by aiokafka's record reader, in the middle of a fetch
             raise UndecodableFetch(f"the client cannot decode a fetched record: {exc!r}") from exc
         except KafkaError as exc:
+            denied = access_denied(exc, "Read", group=self.settings.group_id)
+            if denied is not None:  # the group's or the input topic's Read ACL: retried until granted
+                raise denied from exc
             raise BrokerUnavailable(f"fetch failed: {exc!r}") from exc
 
     def seek(self, partition: TopicPartition, offset: int) -> None:

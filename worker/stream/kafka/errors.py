@@ -7,6 +7,8 @@ Exceptions:
     ├── BrokerUnavailable    the cluster cannot be reached or did not answer in time (retried)
     ├── CommitRejected       the group moved on: the partitions may belong to another member now
     ├── PublishFailed        a result or dead letter was not acknowledged (retried)
+    ├── AccessDenied         the broker's ACLs deny this principal an operation on a resource (retried: an
+    │                        ACL granted needs no restart; not-ready while it lasts)
     ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/kafka/undecodable.py)
     ├── TransactionFailed    an exactly-once transaction could not be committed (fenced or aborted)
     ├── AuthenticationFailed the broker refused the credentials (SASL) or the TLS handshake: not retried
@@ -45,14 +47,17 @@ class PublishFailed(BrokerError):
     """A message was not acknowledged by the broker.
 
     ``refused`` names why the broker or producer refuses this message for good (``too_large``,
-    ``invalid_topic``, ``not_authorized``, ``invalid_record``); None means transient: retry it.
+    ``invalid_topic``, ``invalid_record``); None means transient: retry it. ``denied``: the topic's ACLs deny
+    us Write, retried too (an operator grants it, and the worker goes on without a restart).
     ``before_sending``: the producer refused it itself, so it never reached the broker (nor a transaction).
     """
 
-    def __init__(self, message: str, *, refused: str | None = None, before_sending: bool = False) -> None:
+    def __init__(self, message: str, *, refused: str | None = None, before_sending: bool = False,
+                 denied: AccessDenied | None = None) -> None:
         super().__init__(message)
         self.refused = refused
         self.before_sending = before_sending
+        self.denied = denied
 
     @property
     def retriable(self) -> bool:
@@ -60,13 +65,11 @@ class PublishFailed(BrokerError):
 
 
 # Errors that no retry can cure, by the reason a dead letter records. Everything else (timeouts,
-# connections, leader changes, unknown topics that may yet be created) is retried.
+# connections, leader changes, unknown topics that may yet be created, ACLs not granted yet) is retried.
 _REFUSALS: dict[type[KafkaError], str] = {
     Errors.MessageSizeTooLargeError: "too_large",
     Errors.RecordListTooLargeError: "too_large",
     Errors.InvalidTopicError: "invalid_topic",
-    Errors.TopicAuthorizationFailedError: "not_authorized",
-    Errors.ClusterAuthorizationFailedError: "not_authorized",
     Errors.CorruptRecordException: "invalid_record",
     Errors.PolicyViolationError: "invalid_record",
 }
@@ -80,7 +83,43 @@ def publish_failed(topic: str, exc: BaseException, *, before_sending: bool = Fal
     """Our error for an aiokafka publish error: transient, or refused for good (and why)."""
     refused = next((reason for kind, reason in _REFUSALS.items() if isinstance(exc, kind)), None)
     return PublishFailed(f"publish to {topic} failed: {exc!r}", refused=refused,
-                         before_sending=before_sending or isinstance(exc, MessageSizeTooLargeForProducer))
+                         before_sending=before_sending or isinstance(exc, MessageSizeTooLargeForProducer),
+                         denied=access_denied(exc, "Write", topic=topic))
+
+
+class AccessDenied(BrokerError):
+    """The broker's ACLs deny this worker's principal ``operation`` (Kafka's name: Read, Write, IdempotentWrite)
+    on ``resource`` (``topic:T``, ``group:G``, ``transactional-id:I``, ``cluster``): an operator's fix, so the
+    worker retries until it is granted, not-ready meanwhile."""
+
+    def __init__(self, operation: str, resource: str, cause: BaseException) -> None:
+        kind, _, name = resource.partition(":")
+        target = f"--{kind} {name}".rstrip()
+        super().__init__(f"not authorized: the broker's ACLs deny this worker's principal {operation} on {resource} "
+                         f"({type(cause).__name__}); grant it with kafka-acls --add --allow-principal "
+                         f"User:<the worker's user> --operation {operation} {target}")
+        self.operation = operation
+        self.resource = resource
+
+
+def access_denied(exc: BaseException, operation: str, *, topic: str | None = None,
+                  group: str | None = None) -> AccessDenied | None:
+    """AccessDenied for an aiokafka authorization error (None for any other error)."""
+    if isinstance(exc, Errors.TopicAuthorizationFailedError):
+        return AccessDenied(operation, f"topic:{topic or _named(exc)}", exc)
+    if isinstance(exc, Errors.GroupAuthorizationFailedError):
+        return AccessDenied("Read", f"group:{group or _named(exc)}", exc)
+    if isinstance(exc, Errors.TransactionalIdAuthorizationFailed):
+        return AccessDenied("Write", "transactional-id:" + _named(exc), exc)
+    if isinstance(exc, Errors.ClusterAuthorizationFailedError):
+        return AccessDenied("IdempotentWrite", "cluster", exc)
+    return None
+
+
+def _named(exc: BaseException) -> str:
+    """The resource aiokafka put in an authorization error: a name, or a set of topic names."""
+    arg = exc.args[0] if exc.args else ""
+    return ",".join(sorted(map(str, arg))) if isinstance(arg, set | frozenset | list | tuple) else str(arg)
 
 
 class UndecodableFetch(BrokerError):

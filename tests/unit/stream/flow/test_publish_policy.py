@@ -27,7 +27,6 @@ def dead_letter(item: Work, reason: str, message: str) -> Delivery:
 
 def test_refusals_are_told_apart_from_transient_errors() -> None:
     assert TOO_LARGE.refused == "too_large" and not TOO_LARGE.retriable
-    assert publish_failed("t", Errors.TopicAuthorizationFailedError()).refused == "not_authorized"
     assert publish_failed("t", Errors.InvalidTopicError()).refused == "invalid_topic"
     for transient in (Errors.KafkaTimeoutError(), Errors.KafkaConnectionError(), Errors.NotLeaderForPartitionError(),
                       Errors.UnknownTopicOrPartitionError(), RuntimeError("?")):
@@ -43,12 +42,12 @@ def test_a_transient_error_is_retried_whatever_the_message() -> None:
 def test_a_refused_result_becomes_a_dead_letter_of_its_input() -> None:
     item = work()
     result = Delivery(item, "out", b"k", b"{}", [], None, kind=RESULT)
-    decision = decide(result, publish_failed("out", Errors.TopicAuthorizationFailedError()), dead_letter)
+    decision = decide(result, publish_failed("out", Errors.InvalidTopicError()), dead_letter)
     assert isinstance(decision, Replace)
     headers = dict(decision.delivery.headers)
     assert decision.delivery.kind == DEAD_LETTER and decision.delivery.value == item.record.value
     assert headers["notif.error.reason"] == b"publish_rejected"
-    assert b"TopicAuthorizationFailed" in headers["notif.error.message"]
+    assert b"InvalidTopicError" in headers["notif.error.message"]
 
 
 def test_a_refused_dead_letter_goes_without_value_and_input_headers_then_halts() -> None:
@@ -65,3 +64,15 @@ def test_a_refused_dead_letter_goes_without_value_and_input_headers_then_halts()
     assert headers["notif.source.offset"] == b"41" and headers["notif.source.partition"] == b"2"
     halt = decide(stub, TOO_LARGE, dead_letter)
     assert isinstance(halt, Halt) and "raw:2 offset 41" in halt.reason
+
+
+def test_a_denied_write_is_retried_and_names_the_acl_that_grants_it() -> None:
+    """An ACL is granted without a restart: the message waits for it (a dead letter would skip the result)."""
+    denied = publish_failed("classified", Errors.TopicAuthorizationFailedError("classified"))
+    assert denied.retriable and denied.refused is None
+    assert denied.denied is not None and denied.denied.resource == "topic:classified"
+    assert "kafka-acls --add" in str(denied.denied) and "--operation Write --topic classified" in str(denied.denied)
+    assert publish_failed("t", Errors.KafkaTimeoutError()).denied is None
+    item = work()
+    for delivery in (Delivery(item, "classified", b"k", b"{}", [], None, kind=RESULT), dead_letter(item, "x", "m")):
+        assert decide(delivery, denied, dead_letter) == Retry()
