@@ -1,6 +1,10 @@
-"""SASL/SCRAM-SHA-512 over TLS on Apache Kafka: users made with Kafka's own admin tool, a certificate made by the
-JDK's keytool; the worker serves through it, and a wrong password is a clear start-up error (exit 2), never a
-silent retry loop. (Mutual TLS, OAUTHBEARER and ACLs: not yet; see the issue's notes.)"""
+"""Authentication on Apache Kafka, through a real worker.
+
+SASL/SCRAM-SHA-512 over TLS: users made with Kafka's own admin tool, a certificate made by the JDK's keytool.
+Mutual TLS: a listener that requires a client certificate (ssl.client.auth=required), from a test CA
+(tests/certificates.py) in PEM files the broker reads as its keystore and truststore. The worker serves through
+each, and a wrong password or a missing or foreign client certificate is a clear start-up error (exit 2), never a
+silent retry loop. (OAUTHBEARER: tests/integration/test_oauthbearer.py; ACLs: test_acls.py.)"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.certificates import CertificateAuthority, Issued
 from tests.integration.kafka_helpers import Topics, notification_messages, produce, read_all, topic_maker
 from tests.integration.pipeline_helpers import running_worker, settings_for
 from tests.support import subprocess_env
@@ -107,3 +113,63 @@ def test_the_doctor_names_which_of_tls_and_sasl_failed(secured: tuple[ApacheKafk
     assert found["tls"]["status"] == "fail" and "TLS" in found["tls"]["detail"]
     assert "NOTIF_SSL_CAFILE" in found["tls"]["fix"] and "NOTIF_SASL_PASSWORD" not in found["tls"]["fix"]
     assert found["none"]["status"] == "ok" and "SASL_SSL" in found["none"]["detail"]
+
+
+@dataclass(frozen=True)
+class MutualTls:
+    kafka: ApacheKafka
+    ca: CertificateAuthority
+    worker: Issued
+
+
+@pytest.fixture(scope="module")
+def mutual_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MutualTls]:
+    """A broker whose SSL listener requires a client certificate signed by the test CA."""
+    ca = CertificateAuthority(tmp_path_factory.mktemp("mtls"), "test CA")
+    broker = ca.issue("broker", client=False)
+    properties = {
+        "listener.name.ssl.ssl.client.auth": "required",
+        "listener.name.ssl.ssl.keystore.type": "PEM", "listener.name.ssl.ssl.keystore.location": str(broker.both),
+        "listener.name.ssl.ssl.truststore.type": "PEM", "listener.name.ssl.ssl.truststore.location": str(ca.ca),
+    }
+    with ApacheKafka(listeners={"SSL": "SSL"}, properties=properties) as kafka:
+        yield MutualTls(kafka, ca, ca.issue("worker", client=True))
+
+
+def mtls_env(tls: MutualTls, client: Issued | None) -> dict[str, str]:
+    env = {"NOTIF_KAFKA_BOOTSTRAP_SERVERS": tls.kafka.address("SSL"), "NOTIF_SECURITY_PROTOCOL": "SSL",
+           "NOTIF_SSL_CAFILE": str(tls.ca.ca)}
+    if client is not None:
+        env |= {"NOTIF_SSL_CERTFILE": str(client.cert), "NOTIF_SSL_KEYFILE": str(client.key)}
+    return env
+
+
+async def test_the_worker_serves_through_mutual_tls(mutual_tls: MutualTls) -> None:
+    kafka = mutual_tls.kafka
+    topics: Topics = await topic_maker(kafka.bootstrap, idempotent=True)(partitions=2)
+    await produce(kafka.bootstrap, topics.input, notification_messages(10), partitions=2)
+    secure = {key.removeprefix("NOTIF_").lower(): value
+              for key, value in mtls_env(mutual_tls, mutual_tls.worker).items()}
+    async with running_worker(settings_for(topics, kafka.bootstrap, **secure)):
+        outputs = await read_all(kafka.bootstrap, topics.output, at_least=10, timeout_s=60)
+    assert sorted(json.loads(r.value)["id"] for r in outputs) == sorted(f"n{i}" for i in range(10))
+
+
+@pytest.mark.parametrize("client", ["none", "foreign"])
+def test_a_client_certificate_the_broker_refuses_is_a_clear_start_up_error(
+        mutual_tls: MutualTls, client: str, tmp_path: Path) -> None:
+    """No client certificate, or one a CA the broker does not trust signed: exit 2 naming TLS and the fix."""
+    issued = None if client == "none" else CertificateAuthority(tmp_path, "stranger CA").issue("worker", client=True)
+    env = subprocess_env(**mtls_env(mutual_tls, issued), NOTIF_LOG_FORMAT="json", NOTIF_METRICS_PORT="0",
+                         NOTIF_METRICS_HOST="127.0.0.1")
+    run = subprocess.run([sys.executable, "-m", "worker", "serve", "--instant-classifier"], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    events = [json.loads(line) for line in (run.stdout + run.stderr).splitlines() if line.startswith("{")]
+    failed = [event for event in events if event["event"] == "broker_authentication_failed"]
+    assert failed and "NOTIF_SSL_CERTFILE" in failed[0]["fix"], events[-3:]
+    doctor = subprocess.run([sys.executable, "-m", "worker", "doctor", "--skip-model", "--json"], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    broker = next(check for check in json.loads(doctor.stdout) if check["check"] == "broker")
+    assert doctor.returncode == 1 and broker["status"] == "fail" and "client certificate" in broker["detail"], broker
+    assert "NOTIF_SSL_CERTFILE" in broker["fix"]

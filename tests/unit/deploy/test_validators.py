@@ -17,8 +17,8 @@ from tests.unit.deploy.tools import ROOT, docker_compose, executable, kubectl, r
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = ROOT / "deploy/overlays"
 COMPONENTS = sorted(path.parent for path in (K8S / "components").glob("*/kustomization.yaml"))
-# Applied in this order when all are on: private-ca patches the TriggerAuthentication of sasl.
-COMPONENT_ORDER = ["sasl", "private-ca", "kube-prometheus-stack"]
+# Applied in this order when all are on: private-ca and client-certificate patch the TriggerAuthentication of sasl.
+COMPONENT_ORDER = ["sasl", "private-ca", "client-certificate", "kube-prometheus-stack"]
 CUSTOM_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 COMPOSE_SETS = {"gpu": ["docker-compose.yml"], "cpu": ["docker-compose.yml", "docker-compose.cpu.yml"]}
 DASHBOARD = ROOT / "deploy/grafana/dashboards/notif-triage.json"
@@ -128,6 +128,21 @@ def test_private_ca_reaches_the_worker_and_keda(tmp_path: Path) -> None:
     doctor = pod["initContainers"][0]  # it connects to the same broker first: without the CA it blocks the pod
     assert {"name": "NOTIF_SSL_CAFILE", "value": cafile} in doctor["env"]
     assert mount in doctor["volumeMounts"]
+
+
+def test_a_client_certificate_reaches_the_worker_its_doctor_and_keda(tmp_path: Path) -> None:
+    objects = kustomize(overlay_with(tmp_path, ["sasl", "private-ca", "client-certificate"]))
+    pod = next(doc for doc in objects if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+    auth = next(doc for doc in objects if doc["kind"] == "TriggerAuthentication")
+    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
+    for container in (pod["containers"][0], pod["initContainers"][0]):  # the doctor connects first
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        for setting, keda in (("NOTIF_SSL_CERTFILE", "cert"), ("NOTIF_SSL_KEYFILE", "key")):
+            path = env[setting]
+            mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+            volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+            assert refs[keda] == (volume["secret"]["secretName"], Path(path).name)  # tls.crt, tls.key of the Secret
+        assert "NOTIF_SSL_CAFILE" in env  # private-ca's patch is kept beside it
 
 
 def test_release_label_reaches_only_the_monitoring_objects(tmp_path: Path) -> None:

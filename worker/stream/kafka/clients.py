@@ -79,7 +79,7 @@ class KafkaClients:
             servers = self.settings.kafka_bootstrap_servers
             refusal = await login_refusal(self.settings)  # aiokafka's bootstrap error does not say why
             if refusal is not None:
-                raise AuthenticationFailed(f"{servers} refused the login: {refusal}") from exc
+                raise AuthenticationFailed(f"{servers} refused us: {refusal.detail}", fix=refusal.fix) from exc
             raise BrokerUnavailable(f"cannot connect to {servers}: {exc!r}") from exc
         except asyncio.CancelledError:  # a shutdown while connecting: leave nothing half open
             await asyncio.shield(_quietly_stop(consumer, producer))

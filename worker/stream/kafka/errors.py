@@ -147,8 +147,12 @@ class TransactionFailed(BrokerError):
 
 
 class AuthenticationFailed(BrokerError):
-    """The broker answered and refused who we are (a SASL login, a TLS certificate): fix the settings, retrying
-    the same credentials cannot help."""
+    """The broker answered and refused who we are (a SASL login, a TLS certificate): fix the settings (``fix``
+    says which), retrying the same credentials cannot help."""
+
+    def __init__(self, message: str, *, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class KafkaConfigError(BrokerError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import errors as Errors
@@ -86,20 +87,56 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 
 
-async def login_refusal(settings: Settings) -> str | None:
-    """Why the first bootstrap server refuses our login (SASL credentials, TLS), or None: it did not refuse.
+@dataclass(frozen=True)
+class Refusal:
+    """Who turned us away: ``layer`` is ``tls`` (we did not trust the broker's certificate),
+    ``client_certificate`` (mutual TLS: the broker did not accept ours) or ``sasl`` (the login); each has its fix."""
+
+    layer: str
+    detail: str
+
+    @property
+    def fix(self) -> str:
+        return _FIXES[self.layer]
+
+
+_FIXES = {
+    "tls": "NOTIF_SSL_CAFILE must hold the CA that signed the broker's certificate, and the certificate must name "
+           "the host in NOTIF_KAFKA_BOOTSTRAP_SERVERS",
+    "client_certificate": "the broker asks for a client certificate (mutual TLS): set NOTIF_SSL_CERTFILE and "
+                          "NOTIF_SSL_KEYFILE to a certificate signed by a CA in the broker's truststore, not expired",
+    "sasl": "check NOTIF_SASL_USERNAME and NOTIF_SASL_PASSWORD, and that the listener enables NOTIF_SASL_MECHANISM",
+}
+
+
+async def login_refusal(settings: Settings) -> Refusal | None:
+    """Why the first bootstrap server refuses us (the SASL login, TLS either way), or None: it did not refuse.
 
     One direct connection with the worker's own options, which raises the broker's answer that the client's
-    bootstrap reports only as "Unable to bootstrap"."""
+    bootstrap reports only as "Unable to bootstrap". A broker that refuses our client certificate completes the
+    handshake and then sends a TLS alert, which aiokafka reports as a closed connection caused by an SSLError."""
     options = client_options(settings)
     host, _, port = options["bootstrap_servers"][0].rpartition(":")
     try:
         conn = await create_conn(host, int(port), request_timeout_ms=10_000, **{
             key: options[key] for key in ("client_id", "ssl_context", "security_protocol", "sasl_mechanism",
                                           "sasl_plain_username", "sasl_plain_password") if key in options})
-    except (Errors.SaslAuthenticationFailed, Errors.AuthenticationFailedError, ssl.SSLError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except (Errors.SaslAuthenticationFailed, Errors.AuthenticationFailedError) as exc:
+        return Refusal("sasl", f"{type(exc).__name__}: {exc}")
+    except ssl.SSLError as exc:
+        return _tls_refusal(settings, exc)
+    except Errors.KafkaConnectionError as exc:
+        return _tls_refusal(settings, exc.__cause__) if isinstance(exc.__cause__, ssl.SSLError) else None
     except (Errors.KafkaError, OSError, ValueError):
         return None  # unreachable, or something else: not a refusal of who we are
     conn.close()
     return None
+
+
+def _tls_refusal(settings: Settings, exc: ssl.SSLError) -> Refusal:
+    text = f"{type(exc).__name__}: {exc}"
+    if "ALERT" in text.upper() and ("CERTIFICATE" in text.upper() or "UNKNOWN_CA" in text.upper()):
+        given = (f"{settings.ssl_certfile} was not accepted" if settings.ssl_certfile else
+                 "none was given (NOTIF_SSL_CERTFILE is unset)")
+        return Refusal("client_certificate", f"the broker refused our client certificate: {given} ({text})")
+    return Refusal("tls", f"the TLS handshake failed: {text}")

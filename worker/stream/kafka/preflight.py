@@ -20,7 +20,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from worker.settings import Settings
 from worker.stream.kafka.codecs import FIX as CODEC_FIX
 from worker.stream.kafka.codecs import check_codecs
-from worker.stream.kafka.options import client_options, login_refusal
+from worker.stream.kafka.options import Refusal, client_options, login_refusal
 
 Result = tuple[str, str, str, str]  # name, ok|warn|fail, what was seen, the fix of a failure
 TIMEOUT_S = 10.0
@@ -63,16 +63,14 @@ async def broker_checks(settings: Settings) -> list[Result]:
         await _close(admin)
 
 
-def _refused(settings: Settings, refusal: str) -> Result:
-    """Which of TLS and SASL turned us away, each with its own fix (login_refusal names the exception)."""
+def _refused(settings: Settings, refusal: Refusal) -> Result:
+    """Which of TLS (ours or the broker's check of our certificate) and SASL turned us away, with its fix."""
     where = settings.kafka_bootstrap_servers
-    if refusal.startswith("SSL"):  # ssl.SSLError and its kinds (SSLCertVerificationError, ...)
-        return ("broker", "fail", f"the TLS handshake with {where} failed: {refusal}"[:300],
-                "NOTIF_SSL_CAFILE must hold the CA that signed the broker's certificate, and the certificate must "
-                "name the host in NOTIF_KAFKA_BOOTSTRAP_SERVERS (NOTIF_SSL_CERTFILE and NOTIF_SSL_KEYFILE where the "
-                "broker asks for a client certificate)")
-    return ("broker", "fail", f"{where} refused the SASL login ({settings.sasl_mechanism}): {refusal}"[:300],
-            "check NOTIF_SASL_USERNAME and NOTIF_SASL_PASSWORD, and that the listener enables NOTIF_SASL_MECHANISM")
+    if refusal.layer == "sasl":
+        detail = f"{where} refused the SASL login ({settings.sasl_mechanism}): {refusal.detail}"
+    else:
+        detail = f"{where}: {refusal.detail}"
+    return ("broker", "fail", detail[:300], refusal.fix)
 
 
 def _unreachable(settings: Settings, exc: BaseException) -> Result:
