@@ -172,6 +172,8 @@ class Outbox(Messages):
         the partition's next owner reads again from the last committed position (nothing of this is visible)."""
         if all(delivery.work.state.closed for delivery in deliveries):
             return  # a partition already given up: its transaction is gone with it
+        if error.denied is not None:  # say which ACL before the process ends (a restart meets it again until granted)
+            report_denied(self.health, self.metrics, error.denied)
         failure = self.failure()
         if not failure.done():
             failure.set_exception(TransactionFailed(f"a write to {topic} failed inside a transaction: {error}"))
