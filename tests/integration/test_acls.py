@@ -46,9 +46,7 @@ def authorized() -> Iterator[ApacheKafka]:
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
     }
     with ApacheKafka(listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"}, properties=properties) as kafka:
-        made = kafka.tool("kafka-configs", "--bootstrap-server", kafka.bootstrap, "--alter", "--add-config",
-                          f"SCRAM-SHA-512=[password={PASSWORD}]", "--entity-type", "users", "--entity-name", "worker")
-        assert made.returncode == 0, made.stderr
+        kafka.add_scram_user("worker", PASSWORD)
         yield kafka
 
 

@@ -54,9 +54,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApacheKa
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
     }
     with ApacheKafka(listeners={"SASL_SSL": "SASL_SSL"}, properties=properties) as kafka:
-        made = kafka.tool("kafka-configs", "--bootstrap-server", kafka.bootstrap, "--alter", "--add-config",
-                          f"SCRAM-SHA-512=[password={PASSWORD}]", "--entity-type", "users", "--entity-name", "worker")
-        assert made.returncode == 0, made.stderr
+        kafka.add_scram_user("worker", PASSWORD)
         yield kafka, ca
 
 

@@ -261,6 +261,13 @@ class ApacheKafka:
         """Run one of Kafka's command-line tools (``kafka-consumer-groups``, ...) from the broker's own jars."""
         return self._java(kafka_libs(), TOOLS[name], *args, input_text=input_text, timeout_s=timeout_s)
 
+    def add_scram_user(self, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> None:
+        """Create a SCRAM user with Kafka's own admin tool (kafka-configs) over the PLAINTEXT listener."""
+        made = self.tool("kafka-configs", "--bootstrap-server", self.bootstrap, "--alter", "--add-config",
+                         f"{mechanism}=[password={password}]", "--entity-type", "users", "--entity-name", user)
+        if made.returncode != 0:
+            raise RuntimeError(f"kafka-configs could not create the user {user}: {made.stderr[-2000:]}")
+
     def rss_bytes(self) -> int | None:
         """The broker process's resident memory (VmRSS), for the docs' figures."""
         with suppress(OSError, ValueError):
