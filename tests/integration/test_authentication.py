@@ -1,6 +1,6 @@
 """SASL/SCRAM-SHA-512 over TLS on Apache Kafka: users made with Kafka's own admin tool, a certificate made by the
 JDK's keytool; the worker serves through it, and a wrong password is a clear start-up error (exit 2), never a
-silent retry loop. (Mutual TLS, OAUTHBEARER and ACLs: not yet; see the issue's notes.)"""
+silent retry loop. (OAUTHBEARER: test_oauthbearer.py. Mutual TLS and ACLs: not yet; see the issue's notes.)"""
 
 from __future__ import annotations
 
