@@ -34,7 +34,8 @@ log = structlog.get_logger("worker.oauth")
 
 REFRESH_WINDOW = 0.8  # of a token's lifetime, as Java's sasl.login.refresh.window.factor
 FETCH_TIMEOUT_S = 10.0
-RETRY_S = 5.0  # the least time between two failed fetches: a refused client must not hammer the identity provider
+RETRY_S = 5.0  # the time between two failed fetches: a refused client must not hammer the identity provider
+MIN_RETRY_S = 0.5  # ... shortened while a cached token is valid, so that a renewal is tried again before it expires
 REFUSALS = (400, 401, 403)  # the endpoint answered and refused this client (RFC 6749 §5.2: invalid_client, ...)
 
 
@@ -127,7 +128,9 @@ class OAuthTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
             raise exc
         valid_s = cached.expires_at - now
         log.warning("oauth_token_refresh_failed", url=self.url, error=str(exc), cached_valid_for_s=round(valid_s, 1))
-        self._arm(min(RETRY_S, valid_s / 2))
+        retry_s = min(RETRY_S, max(valid_s / 2, MIN_RETRY_S))  # again before it expires, if it is not too late
+        self._retry_at = now + retry_s
+        self._arm(retry_s)
         return cached.value
 
     def _arm(self, delay_s: float) -> None:

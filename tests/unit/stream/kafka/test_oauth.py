@@ -110,3 +110,16 @@ async def test_an_unreachable_or_silent_endpoint_is_named() -> None:
         with pytest.raises(TokenUnavailable, match=r"unreachable: .*timed out"):
             await provider_for(idp, timeout_s=0.3).token()
         assert time.monotonic() - began < 0.9
+
+
+async def test_a_failed_background_renewal_is_tried_again_before_the_token_expires() -> None:
+    with IdentityProvider(lifetime_s=4) as idp:
+        provider = provider_for(idp)
+        await provider.token()
+        idp.status = 503
+        await asyncio.sleep(3.4)  # the renewal at 3.2 s failed; the token is valid until 4 s
+        assert len(idp.requests) == 2 and len(idp.issued) == 1
+        idp.status = None
+        await asyncio.sleep(0.5)  # tried again at 3.7 s, in the background
+        provider.close()
+    assert len(idp.issued) == 2 and idp.issued[1].at < idp.issued[0].at + 4
