@@ -35,6 +35,25 @@ class KafkaSettings(BaseSettings):
     )
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret, never logged).")
+    sasl_oauthbearer_token_endpoint_url: str | None = Field(
+        None, description="OAUTHBEARER: the identity provider's OAuth 2.0 token endpoint (Kafka's "
+        "sasl.oauthbearer.token.endpoint.url); the worker gets its tokens there by the client-credentials grant and "
+        "replaces each once 80% of its lifetime has passed (docs/DEPLOY.md)."
+    )
+    sasl_oauthbearer_client_id: str | None = Field(
+        None, description="OAUTHBEARER: the client id (sasl.oauthbearer.client.credentials.client.id)."
+    )
+    sasl_oauthbearer_client_secret: SecretStr | None = Field(
+        None, description="OAUTHBEARER: the client secret (sasl.oauthbearer.client.credentials.client.secret; from a "
+        "Secret, never logged), sent with the client id by HTTP Basic authentication."
+    )
+    sasl_oauthbearer_scope: str | None = Field(
+        None, description="OAUTHBEARER: the scope to ask for (sasl.oauthbearer.scope), space-separated; empty: none."
+    )
+    sasl_oauthbearer_audience: str | None = Field(
+        None, description="OAUTHBEARER: an `audience` parameter of the token request, for identity providers that "
+        "want one (Auth0, some Okta servers); empty: none."
+    )
     ssl_cafile: str | None = Field(None, description="CA bundle for TLS.")
     ssl_certfile: str | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: str | None = Field(None, description="Client key for mutual TLS.")
@@ -61,6 +80,21 @@ class KafkaSettings(BaseSettings):
     def _heartbeat_within_session(self) -> KafkaSettings:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("NOTIF_HEARTBEAT_INTERVAL_MS must be below NOTIF_SESSION_TIMEOUT_MS (a third is usual)")
+        return self
+
+    @model_validator(mode="after")
+    def _oauthbearer_needs_its_client(self) -> KafkaSettings:
+        if not (self.security_protocol.startswith("SASL") and self.sasl_mechanism == "OAUTHBEARER"):
+            return self
+        missing = [name for name, value in (("TOKEN_ENDPOINT_URL", self.sasl_oauthbearer_token_endpoint_url),
+                                            ("CLIENT_ID", self.sasl_oauthbearer_client_id),
+                                            ("CLIENT_SECRET", self.sasl_oauthbearer_client_secret)) if not value]
+        if missing:
+            raise ValueError("NOTIF_SASL_MECHANISM=OAUTHBEARER needs " + " and ".join(
+                f"NOTIF_SASL_OAUTHBEARER_{name}" for name in missing) + " (the client-credentials grant's)")
+        url = self.sasl_oauthbearer_token_endpoint_url or ""
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"NOTIF_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL must be an http(s) URL, not {url!r}")
         return self
 
 
@@ -263,6 +297,8 @@ class Settings(ObserveSettings, LifecycleSettings, OutputSettings, ModelSettings
         return self
 
     @field_validator("adapter", "transactional_id_prefix", "input_fields", "group_instance_id", "sasl_username",
+                     "sasl_oauthbearer_token_endpoint_url", "sasl_oauthbearer_client_id",
+                     "sasl_oauthbearer_client_secret", "sasl_oauthbearer_scope", "sasl_oauthbearer_audience",
                      "ssl_cafile", "ssl_certfile", "ssl_keyfile", "review_topic", "shadow_adapter", "shadow_topic",
                      mode="before")
     @classmethod

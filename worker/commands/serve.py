@@ -161,7 +161,7 @@ async def _serve(settings: Settings, load: Loader, thread: InferenceThread, metr
         log.error("invalid_kafka_settings", error=str(exc))
         return EXIT_SETTINGS
     except AuthenticationFailed as exc:  # the same credentials would be refused again: say so, do not retry
-        log.error("broker_authentication_failed", error=str(exc), fix=exc.fix)
+        log.error(exc.event, error=str(exc), fix=exc.fix)
         return EXIT_SETTINGS
     except Exception as exc:
         log.exception("worker_failed", error=str(exc))

@@ -156,7 +156,11 @@ def test_env_comes_from_the_configmap_and_the_sasl_secret(
     from_secret = {
         env["name"]: env["valueFrom"]["secretKeyRef"] for env in container["env"] if "valueFrom" in env
     }
-    assert set(from_secret) == {"NOTIF_SASL_USERNAME", "NOTIF_SASL_PASSWORD"}
+    assert set(from_secret) == {"NOTIF_SASL_USERNAME", "NOTIF_SASL_PASSWORD", "NOTIF_SASL_OAUTHBEARER_CLIENT_ID",
+                                "NOTIF_SASL_OAUTHBEARER_CLIENT_SECRET"}
+    # OAUTHBEARER's client id and secret are the Secret's username and password, the keys KEDA reads them from
+    assert from_secret["NOTIF_SASL_OAUTHBEARER_CLIENT_ID"]["key"] == from_secret["NOTIF_SASL_USERNAME"]["key"]
+    assert from_secret["NOTIF_SASL_OAUTHBEARER_CLIENT_SECRET"]["key"] == from_secret["NOTIF_SASL_PASSWORD"]["key"]
     assert set(from_secret) <= SETTING_VARIABLES
     example = load(K8S / "secret.example.yaml")[0]
     for ref in from_secret.values():

@@ -12,6 +12,7 @@ Exceptions:
     ├── UndecodableFetch     the client could not decode a fetched record (worker/stream/kafka/undecodable.py)
     ├── TransactionFailed    an exactly-once transaction could not be committed (fenced or aborted)
     ├── AuthenticationFailed the broker refused the credentials (SASL) or the TLS handshake: not retried
+    │   └── OAuthTokenFailed no OAuth token to log in with: the token endpoint is unreachable or refused us
     └── KafkaConfigError     the settings cannot describe a working client
 """
 
@@ -147,12 +148,27 @@ class TransactionFailed(BrokerError):
 
 
 class AuthenticationFailed(BrokerError):
-    """The broker answered and refused who we are (a SASL login, a TLS certificate): fix the settings (``fix``
-    says which), retrying the same credentials cannot help."""
+    """The broker answered and refused who we are (a SASL login, a TLS certificate): fix the settings, retrying
+    the same credentials cannot help. ``event`` and ``fix``: what `serve` logs as it exits (``fix`` names the
+    layer that refused, when the caller knows it)."""
 
-    def __init__(self, message: str, *, fix: str) -> None:
+    event = "broker_authentication_failed"
+    fix = "check NOTIF_SASL_MECHANISM, NOTIF_SASL_USERNAME, NOTIF_SASL_PASSWORD and the NOTIF_SSL_* files"
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
-        self.fix = fix
+        if fix is not None:
+            self.fix = fix
+
+
+class OAuthTokenFailed(AuthenticationFailed):
+    """SASL OAUTHBEARER found no token to log in with: the token endpoint could not be reached, or it refused
+    the client (worker/stream/kafka/oauth.py); the message names the endpoint."""
+
+    event = "oauth_token_failed"
+    fix = ("check NOTIF_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL (reachable from here: host, port, TLS), "
+           "NOTIF_SASL_OAUTHBEARER_CLIENT_ID and NOTIF_SASL_OAUTHBEARER_CLIENT_SECRET (and "
+           "NOTIF_SASL_OAUTHBEARER_SCOPE where the identity provider asks for one)")
 
 
 class KafkaConfigError(BrokerError):

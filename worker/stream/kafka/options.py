@@ -11,7 +11,8 @@ from aiokafka.conn import create_conn
 from aiokafka.helpers import create_ssl_context
 
 from worker.settings import Settings
-from worker.stream.kafka.errors import KafkaConfigError
+from worker.stream.kafka.errors import KafkaConfigError, OAuthTokenFailed
+from worker.stream.kafka.oauth import TokenUnavailable, token_provider
 
 # Room above the largest record the consumer fetches (1 MiB by default), so a dead letter that carries
 # an oversized input unchanged is never too large for our own producer.
@@ -39,9 +40,10 @@ def client_options(settings: Settings) -> dict[str, Any]:
     if settings.security_protocol.startswith("SASL"):
         if settings.sasl_mechanism is None:
             raise KafkaConfigError(f"{settings.security_protocol} needs NOTIF_SASL_MECHANISM")
-        if settings.sasl_mechanism == "OAUTHBEARER":
-            raise KafkaConfigError("SASL OAUTHBEARER needs a token provider; the worker does not configure one")
         options["sasl_mechanism"] = settings.sasl_mechanism
+        if settings.sasl_mechanism == "OAUTHBEARER":
+            options["sasl_oauth_token_provider"] = token_provider(settings)
+            return options
         options["sasl_plain_username"] = settings.sasl_username
         password = settings.sasl_password
         options["sasl_plain_password"] = password.get_secret_value() if password is not None else None
@@ -114,13 +116,18 @@ async def login_refusal(settings: Settings) -> Refusal | None:
 
     One direct connection with the worker's own options, which raises the broker's answer that the client's
     bootstrap reports only as "Unable to bootstrap". A broker that refuses our client certificate completes the
-    handshake and then sends a TLS alert, which aiokafka reports as a closed connection caused by an SSLError."""
+    handshake and then sends a TLS alert, which aiokafka reports as a closed connection caused by an SSLError.
+    With OAUTHBEARER and no token to log in with, the broker was never asked: OAuthTokenFailed (naming the token
+    endpoint) is raised instead."""
     options = client_options(settings)
     host, _, port = options["bootstrap_servers"][0].rpartition(":")
     try:
         conn = await create_conn(host, int(port), request_timeout_ms=10_000, **{
             key: options[key] for key in ("client_id", "ssl_context", "security_protocol", "sasl_mechanism",
-                                          "sasl_plain_username", "sasl_plain_password") if key in options})
+                                          "sasl_plain_username", "sasl_plain_password", "sasl_oauth_token_provider")
+            if key in options})
+    except TokenUnavailable as exc:  # a KafkaConnectionError to aiokafka, caught before the generic ones below
+        raise OAuthTokenFailed(str(exc)) from exc
     except (Errors.SaslAuthenticationFailed, Errors.AuthenticationFailedError) as exc:
         return Refusal("sasl", f"{type(exc).__name__}: {exc}")
     except ssl.SSLError as exc:

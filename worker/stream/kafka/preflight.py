@@ -20,6 +20,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from worker.settings import Settings
 from worker.stream.kafka.codecs import FIX as CODEC_FIX
 from worker.stream.kafka.codecs import check_codecs
+from worker.stream.kafka.errors import OAuthTokenFailed
 from worker.stream.kafka.options import Refusal, client_options, login_refusal
 
 Result = tuple[str, str, str, str]  # name, ok|warn|fail, what was seen, the fix of a failure
@@ -50,7 +51,10 @@ async def broker_checks(settings: Settings) -> list[Result]:
         cluster = await asyncio.wait_for(admin.describe_cluster(), TIMEOUT_S)
     except (KafkaError, OSError, TimeoutError) as exc:
         await _close(admin)
-        refusal = await login_refusal(settings)
+        try:
+            refusal = await login_refusal(settings)
+        except OAuthTokenFailed as failed:
+            return [("broker", "fail", f"no OAuth token for the SASL login: {failed}"[:300], failed.fix)]
         return [_unreachable(settings, exc) if refusal is None else _refused(settings, refusal)]
     try:
         brokers = [broker["node_id"] for broker in cluster.get("brokers", [])]

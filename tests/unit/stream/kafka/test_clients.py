@@ -51,11 +51,28 @@ def test_sasl_ssl_options() -> None:
     assert options["ssl_context"] is not None
 
 
-def test_sasl_without_mechanism_or_with_oauth_is_refused() -> None:
+def test_sasl_without_mechanism_or_oauth_without_its_client_is_refused() -> None:
     with pytest.raises(KafkaConfigError, match="NOTIF_SASL_MECHANISM"):
         producer_options(Settings(security_protocol="SASL_PLAINTEXT"))
-    with pytest.raises(KafkaConfigError, match="OAUTHBEARER"):
-        producer_options(Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER"))
+    with pytest.raises(ValidationError, match="NOTIF_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL and "
+                       "NOTIF_SASL_OAUTHBEARER_CLIENT_ID and NOTIF_SASL_OAUTHBEARER_CLIENT_SECRET"):
+        Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER")
+    with pytest.raises(ValidationError, match="NOTIF_SASL_OAUTHBEARER_CLIENT_SECRET"):
+        Settings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", sasl_oauthbearer_client_id="w",
+                 sasl_oauthbearer_token_endpoint_url="https://idp.example/token", sasl_oauthbearer_client_secret="")
+    with pytest.raises(ValidationError, match="must be an http"):
+        Settings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", sasl_oauthbearer_client_id="w",
+                 sasl_oauthbearer_token_endpoint_url="idp.example/token", sasl_oauthbearer_client_secret="s")
+
+
+def test_oauthbearer_options_share_one_token_provider() -> None:
+    settings = Settings(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER", sasl_oauthbearer_client_id="w",
+                        sasl_oauthbearer_token_endpoint_url="https://idp.example/token",
+                        sasl_oauthbearer_client_secret="s", sasl_username="ignored")
+    consumer, producer = consumer_options(settings), producer_options(settings)
+    assert consumer["sasl_mechanism"] == "OAUTHBEARER" and "sasl_plain_username" not in consumer
+    assert consumer["sasl_oauth_token_provider"] is producer["sasl_oauth_token_provider"]
+    assert consumer["sasl_oauth_token_provider"].url == "https://idp.example/token"
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
