@@ -7,6 +7,8 @@ NOTIF_ENGINE=fast refuses to start. Without the fault the check passes and the f
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from worker.model.self_check import (
     probe_notifications,
     run_self_check,
 )
+from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 
@@ -128,13 +131,17 @@ def test_generate_decoding_checks_the_engine_too(settings: Settings) -> None:
     assert classifier.settings.decoding == "generate"
 
 
-async def test_serve_exits_1_with_the_numbers_when_notif_engine_fast_fails(
-        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_serve_exits_1_with_the_numbers_when_notif_engine_fast_fails(settings: Settings) -> None:
     loaded, engine = faulty_engine(settings)
     serving = settings.with_overrides(metrics_port=0, metrics_host="127.0.0.1")
-    assert await serve(serving, lambda: Classifier(loaded, serving, engine=engine)) == EXIT_FAILED
-    printed = capsys.readouterr()
-    assert "model_load_failed" in printed.out + printed.err and "confidence gap largest" in printed.out + printed.err
+    log = io.StringIO()  # a stream of its own: a handler bound to another test's captured stderr would lose it
+    configure_logging("info", "json", stream=log)
+    try:
+        assert await serve(serving, lambda: Classifier(loaded, serving, engine=engine)) == EXIT_FAILED
+    finally:
+        configure_logging("info", "json")
+    failed = [event for event in map(json.loads, log.getvalue().splitlines()) if event["event"] == "model_load_failed"]
+    assert failed and "confidence gap largest" in failed[0]["error"], log.getvalue()[-2000:]
 
 
 def result(folder: str, confidence: float, priority: int = 1, priority_confidence: float = 0.9
