@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from worker.contract import Notification
 from worker.dev.instant import InstantClassifier
+from worker.observe.logging import configure_logging
 from worker.protocol import Collect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +105,17 @@ def wait_until_it_catches(pid: int, sig: signal.Signals = signal.SIGTERM, timeou
             raise AssertionError(f"process {pid} did not install a {sig.name} handler within {timeout_s}s")
         time.sleep(0.001)
     return time.monotonic() - started
+
+
+@contextmanager
+def logged_events() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The worker's log events while the block runs (``events()``), from a JSON stream of their own.
+
+    configure_logging binds its handler to a stream and structlog caches loggers on first use, so capsys and
+    structlog's capture_logs miss the events once another test in the run has configured logging."""
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    finally:
+        configure_logging("info", "json")

@@ -7,8 +7,6 @@ NOTIF_ENGINE=fast refuses to start. Without the fault the check passes and the f
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
+from tests.support import logged_events
 from worker.commands.serve import EXIT_FAILED, serve
 from worker.contract import ClassificationResult, Confidence, Notification
 from worker.model.classifier import Classifier
@@ -32,7 +31,6 @@ from worker.model.self_check import (
     probe_notifications,
     run_self_check,
 )
-from worker.observe.logging import configure_logging
 from worker.observe.metrics import Metrics
 from worker.settings import Settings
 
@@ -96,6 +94,7 @@ def test_a_faulty_fast_engine_falls_back_to_the_reference_and_says_so(
         settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     loaded, engine = faulty_engine(settings)
     auto = settings.with_overrides(engine="auto")
+    caplog.clear()  # only the faulty engine's check (a sound one ran above; its info shows when a test set INFO)
     with caplog.at_level(logging.ERROR, logger="worker.model.classifier"):
         classifier = Classifier(loaded, auto, engine=engine)
     assert classifier.engine is None  # the reference serves
@@ -134,14 +133,10 @@ def test_generate_decoding_checks_the_engine_too(settings: Settings) -> None:
 async def test_serve_exits_1_with_the_numbers_when_notif_engine_fast_fails(settings: Settings) -> None:
     loaded, engine = faulty_engine(settings)
     serving = settings.with_overrides(metrics_port=0, metrics_host="127.0.0.1")
-    log = io.StringIO()  # a stream of its own: a handler bound to another test's captured stderr would lose it
-    configure_logging("info", "json", stream=log)
-    try:
+    with logged_events() as events:  # capsys missed them in the full suite
         assert await serve(serving, lambda: Classifier(loaded, serving, engine=engine)) == EXIT_FAILED
-    finally:
-        configure_logging("info", "json")
-    failed = [event for event in map(json.loads, log.getvalue().splitlines()) if event["event"] == "model_load_failed"]
-    assert failed and "confidence gap largest" in failed[0]["error"], log.getvalue()[-2000:]
+        failed = [event for event in events() if event["event"] == "model_load_failed"]
+    assert failed and "confidence gap largest" in failed[0]["error"], failed
 
 
 def result(folder: str, confidence: float, priority: int = 1, priority_confidence: float = 0.9

@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from structlog.testing import capture_logs
 
 from tests.identity_provider import IdentityProvider
+from tests.support import logged_events
 from worker.dev.broker import free_port
 from worker.stream.kafka.oauth import OAuthTokenProvider, TokenUnavailable, jwt_expiry
 
@@ -32,8 +32,9 @@ def provider_for(idp: IdentityProvider, secret: str | None = None, **options: ob
 async def test_one_token_is_fetched_by_the_grant_and_cached() -> None:
     with IdentityProvider(lifetime_s=60, client_secret="s3cret:with/odd+chars") as idp:
         provider = provider_for(idp, scope="kafka.write kafka.read", audience="kafka-broker")
-        with capture_logs() as logs:
+        with logged_events() as events:
             tokens = await asyncio.gather(*(provider.token() for _ in range(5)))
+            logs = events()
         provider.close()
     assert len(set(tokens)) == 1 and len(idp.issued) == 1
     assert idp.requests == [{"grant_type": "client_credentials", "scope": "kafka.write kafka.read",
@@ -81,9 +82,10 @@ async def test_a_failed_renewal_keeps_serving_the_valid_token_then_fails_naming_
     provider = provider_for(idp)
     first = await provider.token()
     idp.status = 503
-    with capture_logs() as logs:
+    with logged_events() as events:
         await asyncio.sleep(1.7)  # the timer's renewal at 80% fails
         assert await provider.token() == first
+        logs = events()
     provider.close()
     warned = [entry for entry in logs if entry["event"] == "oauth_token_refresh_failed"]
     assert warned and "HTTP 503" in warned[0]["error"] and 0 < warned[0]["cached_valid_for_s"] <= 0.5
