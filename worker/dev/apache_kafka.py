@@ -31,7 +31,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from worker.dev.broker import BrokerStartError, free_port
+from worker.dev.broker import BrokerStartError, free_port, terminate
 from worker.dev.tokenizer import cache_root
 
 KAFKA_VERSION = "4.4.0"
@@ -279,13 +279,7 @@ class ApacheKafka:
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL past the bound) and remove its storage."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, STOP_TIMEOUT_S)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None

@@ -28,6 +28,18 @@ START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 
 
+def terminate(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """Stop a broker process: SIGTERM, then SIGKILL once ``timeout_s`` has passed; wait for it either way."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class BrokerStartError(RuntimeError):
     """The embedded broker could not be started."""
 
@@ -132,13 +144,7 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Terminate the subprocess (its in-memory data is gone)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, STOP_TIMEOUT_S)
         if self._log is not None:
             self._log.close()
             self._log = None
