@@ -10,6 +10,8 @@ once the ACL is granted: every input gets its one result.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from tests.integration.kafka_helpers import (
     topic_maker,
 )
 from tests.integration.test_refusals import metric
+from tests.support import subprocess_env
 from worker.dev.apache_kafka import ApacheKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -63,7 +66,8 @@ def worker_env(kafka: ApacheKafka, topics: Topics) -> dict[str, str]:
 
 
 async def denied_then_granted(kafka: ApacheKafka, tmp_path: Path, withheld: str) -> None:
-    """Every ACL the worker needs but ``withheld`` (output: Write on it; group: Read on it); five inputs; a worker.
+    """Every ACL the worker needs but ``withheld`` (output: Write on it; group: Read on it); five inputs; the
+    doctor, which names the missing ACL; a worker.
 
     While the ACL is missing: /readyz 503 naming it, the denial counted, nothing committed, nothing dead-lettered,
     the process alive. Once granted: every input's one result, everything committed, /readyz 200."""
@@ -75,8 +79,15 @@ async def denied_then_granted(kafka: ApacheKafka, tmp_path: Path, withheld: str)
             grant(kafka, operation, kind, name)
     inputs = notification_messages(5)
     await produce(kafka.bootstrap, topics.input, inputs, partitions=1)
-    worker = WorkerProcess(worker_env(kafka, topics), tmp_path / "worker.log").start()
     operation, kind, name = needed[withheld]
+    doctor = subprocess.run([sys.executable, "-m", "worker", "doctor", "--skip-model", "--json"],
+                            env=subprocess_env(**worker_env(kafka, topics), NOTIF_METRICS_PORT="0"),
+                            capture_output=True, text=True, timeout=120, check=False)
+    role = {"output": "output topic", "group": "group"}[withheld]
+    check = next(c for c in json.loads(doctor.stdout) if c["check"] == role)
+    assert doctor.returncode == 1 and check["status"] == "fail" and "not authorized" in check["detail"], check
+    assert check["fix"].endswith(f"--operation {operation} {kind} {name}"), check  # the kafka-acls line
+    worker = WorkerProcess(worker_env(kafka, topics), tmp_path / "worker.log").start()
     try:
         async def not_ready_naming_the_acl() -> bool:
             assert worker.alive, worker.log_tail()

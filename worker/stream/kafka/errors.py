@@ -93,14 +93,19 @@ class AccessDenied(BrokerError):
     on ``resource`` (``topic:T``, ``group:G``, ``transactional-id:I``, ``cluster``): an operator's fix, so the
     worker retries until it is granted, not-ready meanwhile."""
 
-    def __init__(self, operation: str, resource: str, cause: BaseException) -> None:
-        kind, _, name = resource.partition(":")
-        target = f"--{kind} {name}".rstrip()
-        super().__init__(f"not authorized: the broker's ACLs deny this worker's principal {operation} on {resource} "
-                         f"({type(cause).__name__}); grant it with kafka-acls --add --allow-principal "
-                         f"User:<the worker's user> --operation {operation} {target}")
+    def __init__(self, operation: str, resource: str, cause: BaseException | None = None) -> None:
         self.operation = operation
         self.resource = resource
+        why = f" ({type(cause).__name__})" if cause is not None else ""
+        super().__init__(f"not authorized: the broker's ACLs deny this worker's principal {operation} on {resource}"
+                         f"{why}; grant it with {self.grant}")
+
+    @property
+    def grant(self) -> str:
+        """The kafka-acls command that grants it."""
+        kind, _, name = self.resource.partition(":")
+        return (f"kafka-acls --add --allow-principal User:<the worker's user> --operation {self.operation} "
+                f"--{kind} {name}".rstrip())
 
 
 def access_denied(exc: BaseException, operation: str, *, topic: str | None = None,

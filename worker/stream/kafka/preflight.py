@@ -20,7 +20,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from worker.settings import Settings
 from worker.stream.kafka.codecs import FIX as CODEC_FIX
 from worker.stream.kafka.codecs import check_codecs
-from worker.stream.kafka.errors import OAuthTokenFailed
+from worker.stream.kafka.errors import AccessDenied, OAuthTokenFailed
 from worker.stream.kafka.options import Refusal, client_options, login_refusal
 
 Result = tuple[str, str, str, str]  # name, ok|warn|fail, what was seen, the fix of a failure
@@ -101,9 +101,8 @@ async def _topics(admin: AIOKafkaAdminClient, settings: Settings, broker_id: int
         if code == 0:
             results.append((role, "ok", f"{name}: {partitions} partition(s)", ""))
         elif code == TOPIC_NOT_AUTHORIZED:
-            results.append((role, "fail", f"{name}: not authorized to describe it",
-                            f"grant this principal Describe{' and Read' if role == 'input topic' else ' and Write'}"
-                            f" on {name}"))
+            denied = AccessDenied("Read" if role == "input topic" else "Write", f"topic:{name}")
+            results.append((role, "fail", f"{name}: not authorized to describe it", denied.grant))
         elif code != UNKNOWN_TOPIC:
             results.append((role, "warn", f"{name}: the broker answered {errors.for_code(code).__name__}", ""))
         elif role == "input topic":
@@ -172,17 +171,18 @@ async def _auto_create(admin: AIOKafkaAdminClient, broker_id: int | None) -> Aut
 
 
 async def _group(admin: AIOKafkaAdminClient, settings: Settings) -> Result:
+    denied = AccessDenied("Read", f"group:{settings.group_id}")  # Read implies the Describe asked here
     try:
         groups = await asyncio.wait_for(_describe_group(admin, settings.group_id), TIMEOUT_S)
     except (KafkaError, TimeoutError) as exc:
-        return ("group", "fail", f"{settings.group_id} could not be described: {exc!r}"[:300],
-                f"grant this principal Describe and Read on the group {settings.group_id}")
+        if isinstance(exc, errors.GroupAuthorizationFailedError):
+            return ("group", "fail", f"{settings.group_id}: not authorized", denied.grant)
+        return ("group", "fail", f"{settings.group_id} could not be described: {exc!r}"[:300], denied.grant)
     for response in groups:
         for group in getattr(response, "groups", []):
             code, state = group[0], group[2]
             if code == GROUP_NOT_AUTHORIZED:
-                return ("group", "fail", f"{settings.group_id}: not authorized",
-                        f"grant this principal Read on the group {settings.group_id}")
+                return ("group", "fail", f"{settings.group_id}: not authorized", denied.grant)
             if code == 0:
                 return ("group", "ok", f"{settings.group_id}: {state or 'no members yet'}", "")
     return ("group", "warn", f"{settings.group_id}: no answer for it", "")
