@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -79,13 +80,27 @@ async def running_worker(settings: Settings, classifier: NotificationClassifier 
     pipeline = Pipeline(settings, classifier or InstantClassifier(), kafka or KafkaClients(settings), thread,
                         Metrics(registry), health)
     stop = asyncio.Event()
-    task = asyncio.create_task(pipeline.run(stop, on_stage) if on_stage else pipeline.run(stop))
+    stages: list[str] = []
+
+    def heard(stage: str) -> None:
+        stages.append(stage)
+        if on_stage is not None:
+            on_stage(stage)
+
+    task = asyncio.create_task(pipeline.run(stop, heard))
     try:
         yield RunningWorker(pipeline, health, registry, server, task)
     finally:
         stop.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), settings.shutdown_timeout_s + 10)
+        except TimeoutError:  # a stop that hangs: say where, with every task's stack
+            stacks = io.StringIO()
+            for other in asyncio.all_tasks():
+                other.print_stack(limit=12, file=stacks)
+            tasks = stacks.getvalue()
+            raise AssertionError(f"the pipeline did not stop in {settings.shutdown_timeout_s + 10}s; "
+                                 f"stages: {stages}\n{tasks}") from None
         finally:
             thread.stop()
             await server.stop()

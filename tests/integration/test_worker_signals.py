@@ -26,6 +26,7 @@ from tests.integration.kafka_helpers import (
 )
 from tests.integration.pipeline_helpers import running_worker, settings_for
 from tests.support import wait_until_it_catches
+from worker.stream.kafka.clients import KafkaClients
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -240,3 +241,30 @@ async def test_the_stop_names_each_stage_as_it_begins(broker: str,
     names = [stage.split(" (")[0].split(":")[0] for stage in stages]
     assert names == ["draining intake", "inference in flight", "outbox publish", "commit",
                      "cancelling the pipeline's tasks", "leave group", "tokenizer thread"], stages
+
+
+class StubbornClose(KafkaClients):
+    """Real clients whose close, once done, goes on waiting and ignores the first cancellation (as a library's
+    close that catches CancelledError to finish its own clean-up does)."""
+
+    async def stop(self) -> None:
+        await super().stop()
+        try:
+            await asyncio.sleep(120)
+        except asyncio.CancelledError:
+            await asyncio.sleep(120)
+
+
+async def test_a_close_that_ignores_cancellation_cannot_hold_the_stop(
+        broker: str, make_topics: Callable[..., Awaitable[Topics]]) -> None:
+    """Each stage of the stop is bounded by leaving what overruns behind, not by waiting for it to end once
+    cancelled (asyncio.wait_for does wait): the pipeline ends within NOTIF_SHUTDOWN_TIMEOUT_S."""
+    topics = await make_topics(partitions=1)
+    await produce(broker, topics.input, notification_messages(5))
+    settings = settings_for(topics, broker, shutdown_timeout_s=SHUTDOWN_S)
+    async with running_worker(settings, kafka=StubbornClose(settings)) as worker, \
+            TopicReader(broker, topics.output) as outputs:
+        await outputs.read_until(5, timeout_s=60)
+        started = time.monotonic()
+    elapsed = time.monotonic() - started
+    assert worker.task.done() and elapsed < SHUTDOWN_S + 1, elapsed

@@ -95,23 +95,24 @@ class Pipeline:
                         and (error := task.exception()) is not None), None)
         reserve = min(CLOSE_RESERVE_S, self.settings.shutdown_timeout_s / 4)
         log.info("shutdown_started", crashed=failure is not None)
+        # Each stage is bounded by leaving what overruns behind (_within), never by waiting for a cancelled
+        # task to end, as asyncio.wait_for does: a close that ignores its cancellation cannot hold the stop.
         try:
-            await asyncio.wait_for(self._finish(loops[0], loops[1], on_stage),
-                                   self.settings.shutdown_timeout_s - reserve)
-        except TimeoutError:
-            log.warning("shutdown_deadline_passed", unfinished=self.tracker.in_flight,
-                        note="uncommitted input is processed again by the next owner")
+            if not await _within(self._finish(loops[0], loops[1], on_stage),
+                                 self.settings.shutdown_timeout_s - reserve):
+                log.warning("shutdown_deadline_passed", unfinished=self.tracker.in_flight,
+                            note="uncommitted input is processed again by the next owner")
         finally:
             if self.shadow is not None:  # its last batches finish or are counted (stage "shutdown")
                 on_stage("the shadow's last batches")
                 await self.shadow.finish(reserve / 2)
             on_stage("cancelling the pipeline's tasks")
-            await _cancel([*loops, stopped, *self.outbox.tasks(), *(self.shadow.tasks() if self.shadow else [])])
+            await _within(_cancel([*loops, stopped, *self.outbox.tasks(),
+                                   *(self.shadow.tasks() if self.shadow else [])]), reserve / 4)
             on_stage("leave group: closing the Kafka clients")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.kafka.stop(), reserve)
+            await _within(self.kafka.stop(), reserve / 2)
             on_stage("tokenizer thread: closing intake")
-            await self.intake.close()
+            await _within(self.intake.close(), reserve / 4)
         if failure is not None:
             raise failure
 
@@ -198,6 +199,19 @@ async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) 
         await _cancel([task])
         return False
     task.result()  # its error, if any
+    return True
+
+
+async def _within(work: Coroutine[Any, Any, Any], timeout_s: float) -> bool:
+    """Run ``work`` for at most ``timeout_s``; whether it finished (its error, if any, is raised). Past the bound it
+    is cancelled and left to end by itself: not awaited, so a task that does not end when cancelled holds nothing."""
+    task = asyncio.create_task(work)
+    done, _ = await asyncio.wait([task], timeout=max(timeout_s, 0.0))
+    if not done:
+        task.cancel()
+        log.warning("shutdown_stage_overran", stage=getattr(work, "__qualname__", repr(work)), bound_s=timeout_s)
+        return False
+    task.result()
     return True
 
 
