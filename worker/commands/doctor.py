@@ -11,12 +11,9 @@ import argparse
 import asyncio
 import json
 import socket
-import sys
 from typing import Any
 
-from pydantic import ValidationError
-
-from worker.commands.flags import add_model_flags, settings_from_args
+from worker.commands.flags import add_model_flags, settings_or_none
 from worker.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS = 0, 1, 2
@@ -32,10 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
+    if (settings := settings_or_none(args)) is None:
         return EXIT_SETTINGS
     checks = diagnose(settings, load_model=not args.skip_model)
     if args.json:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from pydantic import ValidationError
 
 from worker.settings import Settings
 
@@ -32,3 +35,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         size = args.random_model
         overrides["model"] = str(cached_random_qwen3(size))
     return Settings().with_overrides(**overrides)
+
+
+def settings_or_none(args: argparse.Namespace) -> Settings | None:
+    """settings_from_args, or None after printing why the settings are invalid (the command then exits 2)."""
+    try:
+        return settings_from_args(args)
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return None

@@ -13,15 +13,13 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
-from worker.commands.flags import add_model_flags, settings_from_args
+from worker.commands.flags import add_model_flags, settings_or_none
 from worker.commands.stopping import EARLY, LOOP_TEARDOWN, PROCESS_EXIT, StopDeadline
 from worker.contract import CONTRACT_VERSION
 from worker.dev.instant import InstantClassifier
@@ -59,10 +57,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
+    if (settings := settings_or_none(args)) is None:
         return EXIT_SETTINGS
     configure_logging(settings.log_level, settings.log_format)
     deadline = StopDeadline(settings.shutdown_timeout_s)
